@@ -1,0 +1,7 @@
+"""``python -m mnist_hpc``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

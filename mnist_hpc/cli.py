@@ -1,0 +1,199 @@
+"""``mnist-hpc``: parse and validate arguments, then hand over to the module that does the work.
+
+Every check that can fail on user input runs here, before Horovod/MPI is initialised, and fails
+with one line naming the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import checkpoint, data
+from .config import MODELS, PRECISIONS, RECIPE_NAMES, TrainConfig
+from .distributed import HorovodKnobs
+
+
+class UsageError(Exception):
+    """Bad user input; reported as one line and exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# ------------------------------------------------------------------ value types
+def _number(kind: Callable[[str], float], minimum: float, inclusive: bool, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _number(int, 1, True, "a positive integer")
+non_negative_int = _number(int, 0, True, "a non-negative integer")
+positive_float = _number(float, 0.0, False, "a positive number")
+non_negative_float = _number(float, 0.0, True, "a non-negative number")
+
+
+# ------------------------------------------------------------------ checks needing the file system
+def check_writable_dir(path: Path, option: str) -> None:
+    """``path`` exists as a writable folder or can be created (its nearest existing parent is writable)."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{option}: {path} is not a directory ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: {path} is not writable (no write permission on {probe})")
+
+
+def check_data(data_dir: str | None) -> None:
+    directory = data.resolve_dir(data_dir)
+    if data.missing_files(directory):
+        # the same message data.read_raw gives, without reading gigabytes
+        try:
+            data.read_raw(directory)
+        except data.DataError as err:
+            raise UsageError(f"--data-dir: {err}") from None
+
+
+def check_resume(resume: str, run_dir: Path, model: str) -> None:
+    if resume == "never":
+        return
+    if resume == "auto":
+        paths = checkpoint.candidates(run_dir / "checkpoints")
+    else:
+        paths = [Path(resume)]
+        if not paths[0].is_file():
+            raise UsageError(f"--resume: {resume} is not a file (allowed: auto, never or a checkpoint path)")
+    for path in paths:
+        try:
+            meta = checkpoint.read_meta(path)
+        except checkpoint.CheckpointError:
+            if resume != "auto":
+                raise
+            continue  # auto skips damaged checkpoints at load time, with a warning
+        if meta["model"] != model:
+            raise UsageError(f"--resume: {path} is a checkpoint of model {meta['model']!r}, "
+                             f"not {model!r} (use another --out or --resume never)")
+        return
+
+
+# ------------------------------------------------------------------ subcommands
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=MODELS, default="simple")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default="default",
+                   help="default: tuned for time to accuracy; seed: the TensorFlow tutorial")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=positive_int, help="passes over the 55,000 training images")
+    budget.add_argument("--steps", type=positive_int,
+                        help="optimizer steps at world size 1; N ranks run ceil(steps / N) each")
+    p.add_argument("--batch-size", type=positive_int, help="per-rank batch size (recipe's default)")
+    p.add_argument("--lr", type=positive_float, help="base learning rate, scaled by world size")
+    p.add_argument("--out", default="runs/latest", help="run directory (default: %(default)s)")
+    p.add_argument("--resume", default="auto", help="auto (newest valid checkpoint), never, or a path")
+    p.add_argument("--data-dir", help=f"MNIST folder (default: ${data.ENV_VAR} or {data.DEFAULT_DIR})")
+    p.add_argument("--seed", type=non_negative_int, default=42)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="auto: bf16 where the CPU/GPU supports it, fp16 on older GPUs")
+    p.add_argument("--no-scale-lr", dest="scale_lr", action="store_false",
+                   help="do not multiply the learning rate by the world size")
+    p.add_argument("--warmup-epochs", type=non_negative_float, default=1.0,
+                   help="linear LR warm-up to the scaled rate (default: %(default)s)")
+    p.add_argument("--fp16-allreduce", action="store_true", help="compress gradients to fp16 for the all-reduce")
+    p.add_argument("--keep-checkpoints", type=positive_int, default=3)
+    p.add_argument("--threads", dest="intra_op_threads", type=positive_int,
+                   help="intra-op threads per rank (default: the CPUs the rank owns)")
+    p.add_argument("--fusion-threshold-mb", type=non_negative_float, help="HOROVOD_FUSION_THRESHOLD in MiB")
+    p.add_argument("--cycle-time-ms", type=positive_float, help="HOROVOD_CYCLE_TIME")
+    p.add_argument("--timeline", help="write a Horovod timeline to this JSON file")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """Validate the parsed ``train`` arguments against the file system; build the config."""
+    if args.resume not in ("auto", "never") and not Path(args.resume).exists():
+        raise UsageError(f"--resume: {args.resume!r} is not auto, never or an existing checkpoint file")
+    check_data(args.data_dir)
+    run_dir = Path(args.out)
+    check_writable_dir(run_dir, "--out")
+    check_resume(args.resume, run_dir, args.model)
+    knobs = HorovodKnobs(args.fusion_threshold_mb, args.cycle_time_ms, args.timeline)
+    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    return TrainConfig(**fields, knobs=knobs)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = train_config(args)
+    from . import train
+
+    return train.run(config)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    target = Path(args.target)
+    model_path = target / "model.keras" if target.is_dir() else target
+    if not model_path.is_file():
+        raise UsageError(f"evaluate: {args.target} is neither a run directory with model.keras nor a model file")
+    check_data(args.data_dir)
+    from . import evaluate
+
+    return evaluate.main(model_path, args.data_dir)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "fetch":
+            path = data.fetch(args.dir, mirrors=args.mirror or data.MIRRORS)
+        else:
+            path = data.verify(args.dir)
+    except data.DataError as err:
+        print(f"mnist-hpc data {args.action}: {err}", file=sys.stderr)
+        return 1
+    print(f"MNIST OK in {path}")
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="mnist-hpc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    train = sub.add_parser("train", help="train a model (one process or every rank of an MPI/SLURM job)")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="aggregated test accuracy of a saved model")
+    evaluate.add_argument("target", help="RUN_DIR (with model.keras) or a .keras model file")
+    evaluate.add_argument("--data-dir")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    data_cmd = sub.add_parser("data", help="fetch or verify the MNIST files")
+    data_cmd.add_argument("action", choices=("fetch", "verify"))
+    data_cmd.add_argument("--dir", help=f"folder (default: ${data.ENV_VAR} or {data.DEFAULT_DIR})")
+    data_cmd.add_argument("--mirror", action="append", help="base URL to fetch from (repeatable)")
+    data_cmd.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (UsageError, checkpoint.CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The description of a training run: recipes, choices and the run configuration (no TensorFlow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .distributed import HorovodKnobs
+
+MODELS = ("simple", "cnn")
+LAYOUTS = {"simple": "flat", "cnn": "image"}  # data.load(layout=...) per model
+RECIPE_NAMES = ("default", "seed")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+RESUME_MODES = ("auto", "never")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimiser, batch and budget. ``lr`` is per rank-batch; ``steps`` counts at world size 1."""
+
+    optimizer: str  # "sgd" | "adam"
+    lr: float
+    batch_size: int  # per rank
+    epochs: int | None = None
+    steps: int | None = None  # reference budget at world size 1, divided among ranks
+    schedule: str = "constant"  # "constant" | "cosine" (to 0 at the end)
+
+
+RECIPES: dict[tuple[str, str], Recipe] = {
+    # the TensorFlow tutorials, as published
+    ("simple", "seed"): Recipe("sgd", 0.5, 100, steps=1_000),
+    ("cnn", "seed"): Recipe("adam", 1e-4, 50, steps=20_000),
+    # tuned for time to accuracy on the validation set (benchmarks/RESULTS.md)
+    ("simple", "default"): Recipe("sgd", 1.0, 256, epochs=30, schedule="cosine"),
+    ("cnn", "default"): Recipe("adam", 1e-3, 128, epochs=8, schedule="cosine"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "simple"
+    recipe: str = "default"
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None  # per rank
+    lr: float | None = None  # base learning rate (world size 1)
+    out: str = "runs/latest"
+    resume: str = "auto"  # auto | never | PATH
+    data_dir: str | None = None
+    seed: int = 42
+    precision: str = "fp32"
+    scale_lr: bool = True
+    warmup_epochs: float = 1.0
+    fp16_allreduce: bool = False
+    keep_checkpoints: int = 3
+    intra_op_threads: int | None = None
+    inter_op_threads: int = 2
+    knobs: HorovodKnobs = field(default_factory=HorovodKnobs)
+
+    def resolved_recipe(self) -> Recipe:
+        base = RECIPES[(self.model, self.recipe)]
+        budget = {"epochs": self.epochs, "steps": None} if self.epochs else {}
+        if self.steps:
+            budget = {"epochs": None, "steps": self.steps}
+        overrides = {k: v for k, v in {"batch_size": self.batch_size, "lr": self.lr}.items() if v}
+        return replace(base, **budget, **overrides)

@@ -1,0 +1,315 @@
+"""Recipes and the Horovod-wrapped Keras fit loop.
+
+Flow: data.load -> models.build -> fit (sharded input, DistributedOptimizer, exact validation each
+epoch, rank-0 checkpoints) -> aggregated test evaluation -> RUN_DIR/metrics.json + model.keras.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint, data, distributed, evaluate, models
+from .config import DTYPE_POLICIES, LAYOUTS, Recipe, TrainConfig
+
+INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; resubmit to resume
+
+
+# ------------------------------------------------------------------ precision
+def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def choose_precision(requested: str, gpu_compute_capability: tuple[int, int] | None,
+                     cpuinfo: str | None = None) -> str:
+    """Resolve ``auto``: bf16 on Ampere+ GPUs and bf16-capable CPUs, fp16 on older GPUs, else fp32."""
+    if requested != "auto":
+        return requested
+    if gpu_compute_capability is not None:
+        return "bf16" if gpu_compute_capability >= (8, 0) else "fp16"
+    return "bf16" if cpu_supports_bf16(cpuinfo) else "fp32"
+
+
+def _gpu_compute_capability() -> tuple[int, int] | None:
+    import tensorflow as tf
+
+    gpus = tf.config.get_visible_devices("GPU")
+    if not gpus:
+        return None
+    return tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+
+
+# ------------------------------------------------------------------ input pipeline
+@dataclass(frozen=True)
+class ShardPlan:
+    steps_per_epoch: int
+    batch_size: int
+
+
+def shard_plan(n_items: int, world_size: int, batch_size: int) -> ShardPlan:
+    """Every rank runs the same number of steps: enough for the largest shard."""
+    return ShardPlan(math.ceil(math.ceil(n_items / world_size) / batch_size), batch_size)
+
+
+def epoch_batches(n_items: int, world: distributed.World, plan: ShardPlan, epoch: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, weights), each (steps, batch): the rank's shard, padded with weight-0 repeats."""
+    shard = data.epoch_shard(n_items, world.rank, world.size, epoch, seed)
+    total = plan.steps_per_epoch * plan.batch_size
+    weights = np.zeros(total, np.float32)
+    weights[: len(shard)] = 1.0
+    indices = np.resize(shard, total)
+    return indices.reshape(-1, plan.batch_size), weights.reshape(-1, plan.batch_size)
+
+
+def training_dataset(split: data.Split, world: distributed.World, plan: ShardPlan,
+                     first_epoch: int, last_epoch: int, seed: int):
+    """tf.data over epochs [first_epoch, last_epoch): in-memory gathers, no per-step Python."""
+    import tensorflow as tf
+
+    per_epoch = [epoch_batches(len(split), world, plan, e, seed) for e in range(first_epoch, last_epoch)]
+    indices = np.concatenate([p[0] for p in per_epoch])
+    weights = np.concatenate([p[1] for p in per_epoch])
+    with tf.device("/CPU:0"):
+        images = tf.Variable(split.images, trainable=False, name="train_images")
+        labels = tf.Variable(split.labels, trainable=False, name="train_labels")
+
+    def gather(idx, w):
+        return tf.gather(images, idx), tf.gather(labels, idx), w
+
+    dataset = tf.data.Dataset.from_tensor_slices((indices, weights))
+    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------ optimiser
+def learning_rate_schedule(base_lr: float, world_size: int, scale: bool, warmup_steps: int,
+                           total_steps: int, schedule: str):
+    """Linear warm-up from ``base_lr`` to ``base_lr * world_size`` (Goyal et al. 2017), then
+    constant or cosine decay to 0 at ``total_steps``. Without scaling no warm-up is needed."""
+    peak = base_lr * (world_size if scale else 1)
+    warmup = warmup_steps if scale and world_size > 1 else 0
+    return _schedule_class()(base_lr, peak, warmup, total_steps, schedule)
+
+
+def _schedule_class():
+    """Defined on first use so that importing this module does not import TensorFlow."""
+    import tensorflow as tf
+
+    if "WarmupThenDecay" in globals():
+        return globals()["WarmupThenDecay"]
+
+    # Horovod's DistributedOptimizer re-creates the optimizer from its config, so the schedule
+    # must round-trip through get_config/from_config.
+    @tf.keras.utils.register_keras_serializable(package="mnist_hpc")
+    class WarmupThenDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, base_lr: float, peak: float, warmup: int, total: int, schedule: str):
+            self.base_lr, self.peak, self.warmup, self.total, self.schedule = base_lr, peak, warmup, total, schedule
+
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            warm = self.base_lr + (self.peak - self.base_lr) * tf.minimum(step / max(self.warmup, 1), 1.0)
+            if self.schedule == "cosine":
+                span = max(self.total - self.warmup, 1)
+                progress = tf.clip_by_value((step - self.warmup) / span, 0.0, 1.0)
+                decayed = self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+            else:
+                decayed = tf.constant(self.peak, tf.float32)
+            return tf.where(step < self.warmup, warm, decayed)
+
+        def get_config(self):
+            return {"base_lr": self.base_lr, "peak": self.peak, "warmup": self.warmup,
+                    "total": self.total, "schedule": self.schedule}
+
+    globals()["WarmupThenDecay"] = WarmupThenDecay
+    return WarmupThenDecay
+
+
+def make_optimizer(recipe: Recipe, lr_schedule):
+    import tensorflow as tf
+
+    if recipe.optimizer == "sgd":
+        return tf.keras.optimizers.SGD(lr_schedule)
+    return tf.keras.optimizers.Adam(lr_schedule)
+
+
+# ------------------------------------------------------------------ outputs
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as out:
+        json.dump(payload, out, indent=2)
+        out.write("\n")
+    os.chmod(tmp, checkpoint.PRIVATE_FILE_MODE)
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    import horovod
+    import mpi4py
+    import tensorflow as tf
+
+    mpi4py.rc.initialize = False
+    from mpi4py import MPI
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "horovod": horovod.__version__, "mpi": MPI.Get_library_version().splitlines()[0].strip(" \x00")}
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGUSR1 (the SLURM warning signal); checked by all ranks at epoch end."""
+
+    signals = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        for sig in self.signals:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+
+# ------------------------------------------------------------------ the run
+def run(config: TrainConfig) -> int:
+    """Train on every rank; rank 0 writes RUN_DIR. Returns the process exit code."""
+    t_start = time.perf_counter()
+    stop = StopRequest()
+    world = distributed.init(config.knobs, config.intra_op_threads, config.inter_op_threads)
+    hvd = distributed.hvd_module()
+    import tensorflow as tf
+
+    run_dir = Path(config.out)
+    ckpt_dir = run_dir / "checkpoints"
+    log = print if world.is_root else (lambda *a, **k: None)
+    recipe = config.resolved_recipe()
+    precision = choose_precision(config.precision, _gpu_compute_capability())
+    tf.keras.utils.set_random_seed(config.seed + world.rank)
+
+    mnist = data.load(config.data_dir, layout=LAYOUTS[config.model])
+    plan = shard_plan(len(mnist.train), world.size, recipe.batch_size)
+    if recipe.steps:  # a step budget is set at world size 1; N ranks share it
+        total_steps = math.ceil(recipe.steps / world.size)
+        epochs = math.ceil(total_steps / plan.steps_per_epoch)
+    else:
+        epochs = recipe.epochs
+        total_steps = epochs * plan.steps_per_epoch
+
+    # resume: rank 0 picks the checkpoint, everybody learns its metadata
+    found = checkpoint.resolve(config.resume, ckpt_dir, config.model) if world.is_root else None
+    meta = distributed.broadcast_object(found.meta if found else None, name="resume_meta")
+    start_epoch = meta["epoch"] if meta else 0
+    history: list[dict[str, Any]] = meta["history"] if meta else []
+
+    model = models.build(config.model, DTYPE_POLICIES[precision], seed=config.seed)
+    warmup_steps = int(config.warmup_epochs * plan.steps_per_epoch)
+    lr = learning_rate_schedule(recipe.lr, world.size, config.scale_lr, warmup_steps, total_steps,
+                                recipe.schedule)
+    compression = hvd.Compression.fp16 if config.fp16_allreduce else hvd.Compression.none
+    optimizer = hvd.DistributedOptimizer(make_optimizer(recipe, lr), compression=compression)
+    model.compile(optimizer=optimizer,
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=["accuracy"], jit_compile=False)
+    optimizer.build(model.trainable_variables)
+    if found:
+        model.set_weights(found.model_weights)
+        for variable, value in zip(optimizer.variables, found.optimizer_variables):
+            variable.assign(value)
+        log(f"resumed from {found.path} (epoch {start_epoch})")
+    distributed.broadcast_variables(model.variables + optimizer.variables)
+    optimizer.iterations.assign(start_epoch * plan.steps_per_epoch)
+
+    def save_checkpoint(epoch: int) -> None:
+        ckpt_meta = {"model": config.model, "epoch": epoch, "history": history,
+                     "world_size": world.size, "config": _jsonable(config)}
+        optimizer_values = [v.numpy() for v in optimizer.variables]
+        checkpoint.save(ckpt_dir, ckpt_meta, model.get_weights(), optimizer_values,
+                        keep=config.keep_checkpoints)
+
+    class EpochEnd(tf.keras.callbacks.Callback):
+        """Exact validation, agreement on stopping, history and rank-0 checkpoint."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.t0
+            scores, stop_votes = evaluate.aggregated(self.model, mnist.validation, world, f"val_{epoch}",
+                                           float(stop.received is not None))
+            steps_done = int(optimizer.iterations) - epoch * plan.steps_per_epoch
+            images = min(steps_done * plan.batch_size * world.size, len(mnist.train))
+            record = {"epoch": epoch + 1, "images": images, "loss": float(logs["loss"]),
+                      "accuracy": float(logs["accuracy"]), "val_loss": scores.loss,
+                      "val_accuracy": scores.accuracy, "val_correct": scores.correct,
+                      "seconds": seconds, "images_per_second": images / seconds,
+                      "learning_rate": float(lr(optimizer.iterations))}
+            history.append(record)
+            logs.update(val_loss=scores.loss, val_accuracy=scores.accuracy)
+            if world.is_root:
+                save_checkpoint(epoch + 1)
+            if stop_votes:
+                self.model.stop_training = True
+                self.stopped_by_signal = True
+
+    epoch_end = EpochEnd()
+    epoch_end.stopped_by_signal = False
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+                 hvd.callbacks.MetricAverageCallback(),
+                 epoch_end]
+    if recipe.steps:
+        def stop_at_budget(batch, logs):
+            model.stop_training = model.stop_training or int(optimizer.iterations) >= total_steps
+        callbacks.append(tf.keras.callbacks.LambdaCallback(on_train_batch_end=stop_at_budget))
+    if world.is_root:
+        callbacks.append(tf.keras.callbacks.TensorBoard(run_dir / "tensorboard", profile_batch=0))
+
+    startup_seconds = time.perf_counter() - t_start
+    t_fit = time.perf_counter()
+    if start_epoch < epochs and int(optimizer.iterations) < total_steps:
+        dataset = training_dataset(mnist.train, world, plan, start_epoch, epochs, config.seed)
+        model.fit(dataset, epochs=epochs, initial_epoch=start_epoch,
+                  steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
+                  verbose=2 if world.is_root and not sys.stdout.isatty() else int(world.is_root))
+    fit_seconds = time.perf_counter() - t_fit
+
+    test, _ = evaluate.aggregated(model, mnist.test, world, "test")
+    trained = sum(h["images"] for h in history if h["epoch"] > start_epoch)
+    metrics = {
+        "model": config.model, "recipe": config.recipe, "precision": precision,
+        "world_size": world.size, "status": "interrupted" if epoch_end.stopped_by_signal else "completed",
+        "epochs_completed": len(history), "history": history,
+        "test_accuracy": test.accuracy, "test_loss": test.loss, "test_correct": test.correct,
+        "images_per_second": trained / fit_seconds if fit_seconds > 0 else 0.0,
+        "wall_seconds": fit_seconds, "startup_seconds": startup_seconds,
+        "global_batch_size": recipe.batch_size * world.size, "steps": int(optimizer.iterations),
+        "recipe_settings": asdict(recipe), "versions": versions(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "hosts": distributed.gather_hostnames(),
+    }
+    if world.is_root:
+        plain = models.build(config.model)
+        plain.set_weights(model.get_weights())
+        plain.save(run_dir / "model.keras")
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        log(f"{config.model}: test accuracy {test.accuracy:.4f} ({test.correct}/{test.count}) "
+            f"on {world.size} rank(s) in {fit_seconds:.1f} s; run directory {run_dir.resolve()}")
+    return INTERRUPTED_EXIT if epoch_end.stopped_by_signal else 0
+
+
+def _jsonable(config: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(config), default=str))
