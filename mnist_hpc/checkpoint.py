@@ -55,7 +55,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def save(directory: Path, meta: dict[str, Any], model_weights: list[np.ndarray],
          optimizer_variables: list[np.ndarray], keep: int = 3,
-         write: Callable[[Any, dict[str, Any]], None] = np.savez) -> Path:
+         write: Callable[..., None] = np.savez) -> Path:
     """Atomically write ``ckpt-<epoch>.npz`` and keep only the newest ``keep`` checkpoints.
 
     On any failure the temporary file is removed and the existing checkpoints are untouched.
@@ -68,7 +68,7 @@ def save(directory: Path, meta: dict[str, Any], model_weights: list[np.ndarray],
     fd, tmp_name = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
-            write(out, arrays)
+            write(out, **arrays)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp_name, PRIVATE_FILE_MODE)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import checkpoint, data
+from . import checkpoint, data, jobspec
 from .config import MODELS, PRECISIONS, RECIPE_NAMES, TrainConfig
 from .distributed import HorovodKnobs
 
@@ -50,9 +50,12 @@ non_negative_float = _number(float, 0.0, True, "a non-negative number")
 # ------------------------------------------------------------------ checks needing the file system
 def check_writable_dir(path: Path, option: str) -> None:
     """``path`` exists as a writable folder or can be created (its nearest existing parent is writable)."""
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
+    probe = path.absolute()
+    try:
+        while not probe.exists():
+            probe = probe.parent
+    except PermissionError:
+        raise UsageError(f"{option}: {path} is not writable (no access to {probe})") from None
     if not probe.is_dir():
         raise UsageError(f"{option}: {path} is not a directory ({probe} is a file)")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -119,6 +122,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion-threshold-mb", type=non_negative_float, help="HOROVOD_FUSION_THRESHOLD in MiB")
     p.add_argument("--cycle-time-ms", type=positive_float, help="HOROVOD_CYCLE_TIME")
     p.add_argument("--timeline", help="write a Horovod timeline to this JSON file")
+    p.add_argument("--dry-run", action="store_true", help="validate the arguments and print the run; do not train")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -134,8 +138,16 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**fields, knobs=knobs)
 
 
+def validate_train(argv: Sequence[str]) -> TrainConfig:
+    """Parse and validate ``mnist-hpc train ARGV`` (raises UsageError), for launchers."""
+    return train_config(build_parser().parse_args(["train", *argv]))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = train_config(args)
+    if args.dry_run:
+        print(f"would train: {config}")
+        return 0
     from . import train
 
     return train.run(config)
@@ -165,6 +177,31 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slurm_render(args: argparse.Namespace) -> int:
+    template = jobspec.TEMPLATES[args.template]
+    try:
+        spec = template.spec.with_resources(
+            name=args.job_name, nodes=args.nodes, ntasks_per_node=args.ntasks_per_node,
+            gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, time=args.time,
+            partition=args.partition, account=args.account)
+    except jobspec.JobSpecError as err:
+        raise UsageError(str(err)) from None
+    sys.stdout.write(jobspec.render_sbatch(args.template, spec))
+    return 0
+
+
+def add_resource_arguments(p: argparse.ArgumentParser) -> None:
+    """SLURM resources, shared by 'slurm render' and the submitit launchers."""
+    p.add_argument("--job-name")
+    p.add_argument("--nodes", type=positive_int)
+    p.add_argument("--ntasks-per-node", type=positive_int, help="one per GPU on GPU nodes")
+    p.add_argument("--gpus-per-node", type=non_negative_int)
+    p.add_argument("--cpus-per-task", type=positive_int)
+    p.add_argument("--time", help="MINUTES, HH:MM:SS or D-HH:MM:SS")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="mnist-hpc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -183,6 +220,12 @@ def build_parser() -> Parser:
     data_cmd.add_argument("--dir", help=f"folder (default: ${data.ENV_VAR} or {data.DEFAULT_DIR})")
     data_cmd.add_argument("--mirror", action="append", help="base URL to fetch from (repeatable)")
     data_cmd.set_defaults(func=cmd_data)
+
+    slurm = sub.add_parser("slurm", help="print the sbatch script of a template (slurm/*.sbatch)")
+    slurm.add_argument("action", choices=("render",))
+    slurm.add_argument("template", choices=tuple(jobspec.TEMPLATES))
+    add_resource_arguments(slurm)
+    slurm.set_defaults(func=cmd_slurm_render)
     return parser
 
 

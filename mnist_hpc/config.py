@@ -12,6 +12,7 @@ RECIPE_NAMES = ("default", "seed")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 RESUME_MODES = ("auto", "never")
+INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; requeue to resume
 
 
 @dataclass(frozen=True)

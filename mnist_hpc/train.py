@@ -21,10 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint, data, distributed, evaluate, models
-from .config import DTYPE_POLICIES, LAYOUTS, Recipe, TrainConfig
-
-INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; resubmit to resume
-
+from .config import DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe, TrainConfig
 
 # ------------------------------------------------------------------ precision
 def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
@@ -284,7 +281,7 @@ def run(config: TrainConfig) -> int:
         dataset = training_dataset(mnist.train, world, plan, start_epoch, epochs, config.seed)
         model.fit(dataset, epochs=epochs, initial_epoch=start_epoch,
                   steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
-                  verbose=2 if world.is_root and not sys.stdout.isatty() else int(world.is_root))
+                  verbose=2 if world.is_root else 0)
     fit_seconds = time.perf_counter() - t_fit
 
     test, _ = evaluate.aggregated(model, mnist.test, world, "test")

@@ -3,8 +3,11 @@ them the suite fails loudly instead of skipping what it was meant to test."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,24 @@ def mnist_copy(mnist_dir, tmp_path) -> Path:
     for f in mnist_dir.glob("*-ubyte.gz"):
         shutil.copy(f, target / f.name)
     return target
+
+
+def launch(np_: int, *args: str, timeout: float = 600, check: bool = True, **popen) -> subprocess.CompletedProcess:
+    """``launchers/local.py --np N ARGS`` as a user runs it (mpirun for N > 1)."""
+    command = [sys.executable, str(REPO / "launchers" / "local.py"), "--np", str(np_), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, **popen)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def cnn_run(tmp_path_factory, mnist_dir) -> Path:
+    """A short 2-rank CNN training shared by several tests."""
+    run_dir = tmp_path_factory.mktemp("cnn") / "run"
+    launch(2, "train", "--model", "cnn", "--steps", "400", "--out", str(run_dir), "--data-dir", str(mnist_dir))
+    return run_dir

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Run mnist-hpc with N local ranks through mpirun, or the 2-rank smoke training.
+
+    python launchers/local.py --np 2 train --model cnn --epochs 1 --out runs/cnn
+    python launchers/local.py smoke [--np 2] [--out runs/smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mnist_hpc.jobspec import JobSpec, launch_environment
+
+SMOKE_BUDGETS = {"simple": ["--epochs", "3"], "cnn": ["--steps", "600"]}
+
+
+def run_local(args: list[str], ranks: int) -> int:
+    """Launch ``mnist-hpc ARGS`` on ``ranks`` local ranks; return their exit status."""
+    spec = JobSpec(tuple(args), ntasks_per_node=ranks)
+    command = spec.mpirun_command() if ranks > 1 else spec.command()
+    print("+", spec.shell(command), flush=True)
+    return subprocess.run(command, env=launch_environment()).returncode
+
+
+def smoke(ranks: int, out: Path) -> int:
+    """Train both models briefly on ``ranks`` ranks; print aggregated test accuracies."""
+    results = {}
+    for model, budget in SMOKE_BUDGETS.items():
+        run_dir = out / model
+        status = run_local(["train", "--model", model, *budget, "--out", str(run_dir), "--resume", "never"], ranks)
+        if status != 0:
+            print(f"smoke: {model} training failed with exit status {status}", file=sys.stderr)
+            return status
+        results[model] = (json.loads((run_dir / "metrics.json").read_text()), run_dir)
+    print("\nsmoke training finished:")
+    for model, (metrics, run_dir) in results.items():
+        print(f"  {model:6s} test accuracy {metrics['test_accuracy']:.4f} on {metrics['world_size']} ranks, "
+              f"{metrics['wall_seconds']:.1f} s training -> {run_dir.resolve()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--np", type=int, default=2, help="number of local ranks (default: 2)")
+    parser.add_argument("--out", type=Path, default=Path("runs/smoke"), help="smoke: parent run directory")
+    parser.add_argument("command", help="'smoke', or an mnist-hpc subcommand (train, evaluate, ...)")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
+    options = parser.parse_args(argv)
+    if options.np < 1:
+        parser.error(f"--np: {options.np} is not a positive integer")
+    if options.command == "smoke":
+        return smoke(options.np, options.out)
+    return run_local([options.command, *options.args], options.np)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

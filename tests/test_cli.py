@@ -1,0 +1,86 @@
+"""Bad input: one line naming the value and what is allowed, before any MPI work, nothing lost."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from mnist_hpc import checkpoint
+
+
+def cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "mnist_hpc", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--model", "resnet"], ["'resnet'", "simple", "cnn"]),
+    (["--recipe", "fast"], ["'fast'", "default", "seed"]),
+    (["--batch-size", "0"], ["--batch-size", "'0'", "positive integer"]),
+    (["--batch-size", "-5"], ["--batch-size", "'-5'", "positive integer"]),
+    (["--epochs", "two"], ["--epochs", "'two'", "positive integer"]),
+    (["--steps", "-1"], ["--steps", "'-1'", "positive integer"]),
+    (["--lr", "0"], ["--lr", "'0'", "positive number"]),
+    (["--lr", "-0.1"], ["--lr", "'-0.1'", "positive number"]),
+    (["--precision", "int8"], ["'int8'", "fp32", "bf16"]),
+    (["--epochs", "2", "--steps", "5"], ["--steps", "--epochs"]),
+])
+def test_bad_train_arguments(args, fragments, mnist_dir, tmp_path):
+    result = cli("train", *args, "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data(tmp_path):
+    result = cli("train", "--data-dir", str(tmp_path / "nodata"), "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "nodata", "mnist-hpc data fetch", "--data-dir")
+
+
+def test_unwritable_run_dir(mnist_dir):
+    """As an unprivileged user (root writes anywhere, so root runs the CLI as nobody)."""
+    top = tempfile.mkdtemp(prefix="mnist-hpc-ro-")
+    try:
+        os.chmod(top, 0o555)
+        as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+        result = subprocess.run([*as_user, sys.executable, "-m", "mnist_hpc", "train", "--data-dir", str(mnist_dir),
+                                 "--out", f"{top}/run"], capture_output=True, text=True, timeout=60,
+                                env=dict(os.environ, HOME=top))
+        assert_one_line_error(result, "--out", f"{top}/run", "not writable")
+    finally:
+        os.chmod(top, 0o755)
+        shutil.rmtree(top)
+
+
+def test_run_dir_under_a_file(tmp_path, mnist_dir):
+    (tmp_path / "file").write_text("x")
+    result = cli("train", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "file" / "run"))
+    assert_one_line_error(result, "--out", "is not a directory")
+
+
+def test_resume_from_the_other_models_checkpoint(tmp_path, mnist_dir):
+    saved = checkpoint.save(tmp_path / "run" / "checkpoints", {"model": "simple", "epoch": 3, "history": []},
+                            [np.zeros(3, np.float32)], [])
+    before = saved.read_bytes()
+    result = cli("train", "--model", "cnn", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "ckpt-00003.npz", "'simple', not 'cnn'")
+    assert saved.read_bytes() == before  # nothing already written is touched
+    result = cli("train", "--model", "cnn", "--resume", str(tmp_path / "nope.npz"), "--data-dir", str(mnist_dir),
+                 "--out", str(tmp_path / "run2"))
+    assert_one_line_error(result, "nope.npz", "auto, never")
+
+
+def test_every_subcommand_has_help():
+    for args in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["data", "--help"]):
+        result = cli(*args)
+        assert result.returncode == 0 and "usage:" in result.stdout

@@ -1,0 +1,181 @@
+"""Templates and launchers on the real local SLURM cluster (tests/slurm/cluster.sh)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, metrics_of
+from mnist_hpc import jobspec
+
+pytestmark = pytest.mark.slurm
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                "DEADLINE", "PREEMPTED"}
+
+
+@pytest.fixture(scope="session")
+def slurm_env(tmp_path_factory, mnist_dir):
+    """Start the cluster (fails loudly when it cannot), yield the client environment, stop it."""
+    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, f"SLURM cluster did not start:\n{started.stdout}\n{started.stderr}"
+    exports = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True, check=True).stdout
+    env = dict(__import__("os").environ)
+    for assignment in shlex.split(exports.removeprefix("export ")):
+        key, _, value = assignment.partition("=")
+        env[key] = value.replace("$PATH", env["PATH"])
+    env.update(jobspec.launch_environment({}), MNIST_HPC_DATA=str(mnist_dir),
+               MNIST_HPC_SETUP=f"source {shlex.quote(str(Path(sys.executable).parent / 'activate'))}")
+    yield env
+    subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
+
+
+def job_state(job_id: str, env) -> str:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, env=env).stdout
+    for field in out.split():
+        if field.startswith("JobState="):
+            return field.removeprefix("JobState=")
+    sacct = subprocess.run(["sacct", "-j", job_id, "-n", "-P", "-o", "State"], capture_output=True, text=True, env=env)
+    return sacct.stdout.split()[0] if sacct.stdout.split() else "UNKNOWN"
+
+
+def wait_for(job_id: str, env, timeout: float = 600) -> str:
+    deadline = time.monotonic() + timeout
+    while (state := job_state(job_id, env)) not in FINAL_STATES:
+        assert time.monotonic() < deadline, f"job {job_id} still {state} after {timeout} s"
+        time.sleep(1)
+    return state
+
+
+def sbatch(script: Path, env, cwd: Path, *options: str, **extra_env) -> str:
+    result = subprocess.run(["sbatch", "--parsable", *options, str(script)], capture_output=True, text=True,
+                            env={**env, **extra_env}, cwd=cwd, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
+def test_committed_templates_are_the_rendered_ones():
+    for name in jobspec.TEMPLATES:
+        assert (REPO / "slurm" / f"{name}.sbatch").read_text() == jobspec.render_sbatch(name), \
+            f"slurm/{name}.sbatch is stale: run 'make templates'"
+
+
+def test_train_simple_template(slurm_env, tmp_path):
+    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS="--epochs 2")
+    assert wait_for(job, slurm_env) == "COMPLETED", (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
+    metrics = metrics_of(tmp_path / "runs" / f"mnist-simple-{job}")
+    assert metrics["slurm_job_id"] == job and metrics["world_size"] == 1
+    assert metrics["test_accuracy"] >= 0.91
+
+
+def test_train_cnn_template_runs_on_two_nodes(slurm_env, tmp_path):
+    job = sbatch(REPO / "slurm" / "train_cnn.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS="--steps 200")
+    assert wait_for(job, slurm_env) == "COMPLETED", (tmp_path / f"slurm-mnist-cnn-{job}.out").read_text()
+    metrics = metrics_of(tmp_path / "runs" / f"mnist-cnn-{job}")
+    assert metrics["world_size"] == 2 and sorted(metrics["hosts"]) == ["node1", "node2"]
+    assert metrics["test_accuracy"] >= 0.9
+
+
+def test_signal_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
+    """The warning signal (sent now instead of 90 s before the limit) makes the ranks finish the epoch,
+    checkpoint and exit; the job requeues itself and the resumed run completes every epoch once."""
+    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path,
+                 MNIST_HPC_ARGS="--epochs 4 --batch-size 16")
+    run_dir = tmp_path / "runs" / f"mnist-simple-{job}"
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "ckpt-00001.npz").exists():
+        assert time.monotonic() < deadline and job_state(job, slurm_env) in {"PENDING", "RUNNING"}
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True, env=slurm_env)
+    assert wait_for(job, slurm_env) == "COMPLETED"
+    log = (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
+    assert "caught USR1" in log and "requeueing job" in log and "(restart 1)" in log, log
+    metrics = metrics_of(run_dir)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["status"] == "completed"
+
+
+def test_bad_argument_fails_fast_with_one_line(slurm_env, tmp_path):
+    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS="--batch-size -3")
+    assert wait_for(job, slurm_env, timeout=120) == "FAILED"
+    log = (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
+    assert "--batch-size: '-3' is not a positive integer" in log
+    assert not (tmp_path / "runs" / f"mnist-simple-{job}" / "checkpoints").exists()
+
+
+def submit(*args: str, env, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "launchers" / "submit.py"), *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+def test_submitit_launcher_trains_on_two_nodes(slurm_env, tmp_path):
+    result = submit("--nodes", "2", "--ntasks-per-node", "1", "--time", "20", "--folder", str(tmp_path / "logs"),
+                    "--wait", "--", "--model", "simple", "--epochs", "2", "--out", str(tmp_path / "run"),
+                    env=slurm_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = json.loads(result.stdout[result.stdout.index("{"):])
+    assert printed["world_size"] == 2 and sorted(printed["hosts"]) == ["node1", "node2"]
+    assert printed["test_accuracy"] >= 0.91 and printed["slurm_job_id"]
+
+
+def rank_pids(job_id: str, rank: int) -> list[int]:
+    """PIDs of the Python processes of one SLURM task (all 'nodes' are this machine)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+            cmdline = (proc / "cmdline").read_text()
+        except (OSError, ValueError):
+            continue
+        if environ.get("SLURM_JOB_ID") == job_id and environ.get("SLURM_PROCID") == str(rank) and "python" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_submitit_reports_a_crashed_rank(slurm_env, tmp_path):
+    """Rank 1 is SIGKILLed mid-training: the job is reported failed with its log path, within bounds."""
+    launcher = subprocess.Popen(
+        [sys.executable, str(REPO / "launchers" / "submit.py"), "--nodes", "2", "--time", "10",
+         "--folder", str(tmp_path / "logs"), "--wait", "--wait-timeout", "300", "--", "--model", "simple",
+         "--epochs", "20", "--batch-size", "16", "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_env, cwd=tmp_path)
+    first_line = launcher.stdout.readline()
+    job = first_line.split()[2].rstrip(";")
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "run" / "checkpoints" / "ckpt-00001.npz").exists():
+        assert time.monotonic() < deadline and launcher.poll() is None, first_line
+        time.sleep(0.2)
+    victims = rank_pids(job, 1)
+    assert victims, f"no process of rank 1 in job {job}"
+    killed_at = time.monotonic()
+    for pid in victims:
+        __import__("os").kill(pid, 9)
+    out, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 1, out + err
+    assert time.monotonic() - killed_at < 120
+    assert f"job {job} failed" in err and "logs:" in err and str(tmp_path / "logs") in err
+    assert wait_for(job, slurm_env, timeout=60) == "FAILED"
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_submitit_refuses_missing_data_before_submitting(slurm_env, tmp_path):
+    result = submit("--nodes", "2", "--", "--model", "simple", "--data-dir", str(tmp_path / "nothing"),
+                    env=slurm_env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "mnist-hpc data fetch" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_submitit_rejects_bad_resources_before_submitting(slurm_env, tmp_path):
+    for option, value, fragment in (("--time", "1:99", "--time"), ("--nodes", "0", "--nodes"),
+                                    ("--partition", "a;b", "--partition")):
+        result = submit(option, value, "--", "--model", "simple", env=slurm_env, cwd=tmp_path, timeout=60)
+        assert result.returncode == 2 and fragment in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=slurm_env).stdout
+    assert queue.strip() == ""

@@ -1,0 +1,97 @@
+"""Training with real ranks on real MNIST."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, launch, metrics_of
+
+
+def test_two_rank_simple_reaches_91_percent(tmp_path, mnist_dir):
+    run_dir = tmp_path / "simple"
+    launch(2, "train", "--model", "simple", "--epochs", "5", "--out", str(run_dir), "--data-dir", str(mnist_dir))
+    metrics = metrics_of(run_dir)
+    assert metrics["world_size"] == 2 and len(metrics["hosts"]) == 2
+    assert metrics["test_accuracy"] >= 0.91
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4, 5]
+    assert all(0.85 < h["val_accuracy"] < 1 and h["images_per_second"] > 0 for h in metrics["history"])
+    assert metrics["epochs_completed"] == 5 and metrics["status"] == "completed"
+    assert set(metrics["versions"]) == {"python", "tensorflow", "horovod", "mpi"}
+    assert "Open MPI" in metrics["versions"]["mpi"]
+    assert (run_dir / "model.keras").is_file() and any((run_dir / "tensorboard").rglob("*tfevents*"))
+
+
+def test_two_rank_cnn_short_run_reaches_97_percent(cnn_run):
+    metrics = metrics_of(cnn_run)
+    assert metrics["world_size"] == 2 and metrics["steps"] == 200  # 400 reference steps shared by 2 ranks
+    assert metrics["test_accuracy"] >= 0.97
+
+
+def test_saved_model_loads_with_plain_keras(cnn_run, mnist):
+    code = ("import sys, numpy as np, tensorflow as tf\n"
+            "model = tf.keras.models.load_model(sys.argv[1])\n"
+            "assert 'mnist_hpc' not in sys.modules\n"
+            "print(model.count_params())")
+    result = subprocess.run([sys.executable, "-c", code, str(cnn_run / "model.keras")], capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=""), cwd="/")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "3274634"
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_aggregated_evaluation_is_exact_across_world_sizes(cnn_run, mnist_dir, world_size):
+    """Same weights: N = 1, 2 and 3 (uneven shards of 10,000) give the training run's exact count."""
+    result = launch(world_size, "evaluate", str(cnn_run), "--data-dir", str(mnist_dir))
+    correct = int(re.search(r"\((\d+)/10000\)", result.stdout).group(1))
+    assert correct == metrics_of(cnn_run)["test_correct"]
+    assert f"{world_size} rank(s)" in result.stdout
+
+
+def test_killed_run_resumes_from_last_completed_epoch(tmp_path, mnist_dir):
+    run_dir = tmp_path / "killed"
+    args = ["train", "--model", "simple", "--epochs", "6", "--batch-size", "16", "--out", str(run_dir),
+            "--data-dir", str(mnist_dir)]
+    first = subprocess.Popen([sys.executable, str(REPO / "launchers" / "local.py"), "--np", "2", *args], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "ckpt-00002.npz").exists():
+        assert first.poll() is None and time.monotonic() < deadline, "first run ended before its 2nd checkpoint"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # every rank and the launcher, mid-training
+    first.wait(timeout=30)
+    assert not (run_dir / "metrics.json").exists()
+    done_before = max(int(p.name[5:10]) for p in (run_dir / "checkpoints").glob("ckpt-*.npz"))
+    assert done_before < 6
+
+    second = launch(2, *args)
+    assert f"resumed from" in second.stdout
+    history = metrics_of(run_dir)["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]  # nothing repeated, nothing missing
+    assert metrics_of(run_dir)["test_accuracy"] >= 0.91
+
+
+def test_resume_with_a_different_world_size(tmp_path, mnist_dir):
+    run_dir = tmp_path / "rescaled"
+    common = ["train", "--model", "simple", "--out", str(run_dir), "--data-dir", str(mnist_dir)]
+    launch(2, *common, "--epochs", "2")
+    launch(1, *common, "--epochs", "4")
+    metrics = metrics_of(run_dir)
+    assert metrics["world_size"] == 1
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["test_accuracy"] >= 0.91
+
+
+def test_horovodrun_launches_the_same_code(tmp_path, mnist_dir):
+    run_dir = tmp_path / "horovodrun"
+    horovodrun = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    result = subprocess.run([horovodrun, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, "-m", "mnist_hpc",
+                             "train", "--model", "simple", "--epochs", "1", "--out", str(run_dir),
+                             "--data-dir", str(mnist_dir)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics_of(run_dir)["world_size"] == 2
