@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import checkpoint, data, jobspec
+from . import checkpoint, data, jobspec, rundir
 from .config import MODELS, PRECISIONS, RECIPE_NAMES, TrainConfig
 from .distributed import HorovodKnobs
 
@@ -148,6 +148,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"would train: {config}")
         return 0
+    os.umask(rundir.PRIVATE_UMASK)  # nothing a rank writes is open to other users
+    if rundir.launcher_rank() == 0:
+        try:
+            rundir.claim(Path(config.out))
+        except rundir.RunDirInUse as err:
+            raise UsageError(str(err)) from None
     from . import train
 
     return train.run(config)

@@ -66,3 +66,18 @@ def cnn_run(tmp_path_factory, mnist_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("cnn") / "run"
     launch(2, "train", "--model", "cnn", "--steps", "400", "--out", str(run_dir), "--data-dir", str(mnist_dir))
     return run_dir
+
+
+def rank_pids(match: dict[str, str], marker: str = "python") -> list[int]:
+    """PIDs of processes whose environment has all of ``match`` (e.g. one MPI rank) and whose
+    command line contains ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+            cmdline = (proc / "cmdline").read_text()
+        except (OSError, ValueError):
+            continue
+        if all(environ.get(k) == v for k, v in match.items()) and marker in cmdline:
+            found.append(int(proc.name))
+    return found

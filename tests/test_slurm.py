@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, metrics_of
+from conftest import REPO, metrics_of, rank_pids
 from mnist_hpc import jobspec
 
 pytestmark = pytest.mark.slurm
@@ -124,20 +124,6 @@ def test_submitit_launcher_trains_on_two_nodes(slurm_env, tmp_path):
     assert printed["test_accuracy"] >= 0.91 and printed["slurm_job_id"]
 
 
-def rank_pids(job_id: str, rank: int) -> list[int]:
-    """PIDs of the Python processes of one SLURM task (all 'nodes' are this machine)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
-            cmdline = (proc / "cmdline").read_text()
-        except (OSError, ValueError):
-            continue
-        if environ.get("SLURM_JOB_ID") == job_id and environ.get("SLURM_PROCID") == str(rank) and "python" in cmdline:
-            found.append(int(proc.name))
-    return found
-
-
 def test_submitit_reports_a_crashed_rank(slurm_env, tmp_path):
     """Rank 1 is SIGKILLed mid-training: the job is reported failed with its log path, within bounds."""
     launcher = subprocess.Popen(
@@ -151,7 +137,7 @@ def test_submitit_reports_a_crashed_rank(slurm_env, tmp_path):
     while not (tmp_path / "run" / "checkpoints" / "ckpt-00001.npz").exists():
         assert time.monotonic() < deadline and launcher.poll() is None, first_line
         time.sleep(0.2)
-    victims = rank_pids(job, 1)
+    victims = rank_pids({"SLURM_JOB_ID": job, "SLURM_PROCID": "1"}, marker=str(tmp_path))
     assert victims, f"no process of rank 1 in job {job}"
     killed_at = time.monotonic()
     for pid in victims:
@@ -174,8 +160,51 @@ def test_submitit_refuses_missing_data_before_submitting(slurm_env, tmp_path):
 def test_submitit_rejects_bad_resources_before_submitting(slurm_env, tmp_path):
     for option, value, fragment in (("--time", "1:99", "--time"), ("--nodes", "0", "--nodes"),
                                     ("--partition", "a;b", "--partition")):
-        result = submit(option, value, "--", "--model", "simple", env=slurm_env, cwd=tmp_path, timeout=60)
+        result = submit("--job-name", "must-not-run", option, value, "--", "--model", "simple", env=slurm_env,
+                        cwd=tmp_path, timeout=60)
         assert result.returncode == 2 and fragment in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=slurm_env).stdout
-    assert queue.strip() == ""
+    queue = subprocess.run(["squeue", "-h", "-n", "must-not-run"], capture_output=True, text=True, env=slurm_env)
+    assert queue.returncode == 0 and queue.stdout.strip() == ""
+
+
+def test_a_dead_rank_fails_the_sbatch_job_fast_and_a_resubmission_resumes(slurm_env, tmp_path):
+    run_dir = tmp_path / "shared-run"
+    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, "--nodes=2",
+                 MNIST_HPC_ARGS="--epochs 20 --batch-size 16", MNIST_HPC_RUN_DIR=str(run_dir))
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "ckpt-00001.npz").exists():
+        assert time.monotonic() < deadline and job_state(job, slurm_env) in {"PENDING", "RUNNING"}
+        time.sleep(0.2)
+    victims = rank_pids({"SLURM_JOB_ID": job, "SLURM_PROCID": "1"}, marker=str(run_dir))
+    assert victims
+    for pid in victims:
+        __import__("os").kill(pid, 9)
+    killed = time.monotonic()
+    assert wait_for(job, slurm_env, timeout=120) == "FAILED"
+    assert time.monotonic() - killed < 60
+    log = (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
+    assert "task 1" in log, log[-2000:]  # srun names the failed rank
+    again = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, "--nodes=2",
+                   MNIST_HPC_ARGS="--epochs 3", MNIST_HPC_RUN_DIR=str(run_dir))
+    assert wait_for(again, slurm_env) == "COMPLETED"
+    assert "resumed from" in (tmp_path / f"slurm-mnist-simple-{again}.out").read_text()
+    assert [h["epoch"] for h in metrics_of(run_dir)["history"]] == [1, 2, 3]
+
+
+def test_hostile_values_in_real_submissions_execute_nothing(slurm_env, tmp_path):
+    p = tmp_path
+    hostile_args = f"--epochs 1 $(touch {p}/dollar) `touch {p}/backtick` ; touch {p}/semicolon '\" && touch {p}/and"
+    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS=hostile_args)
+    assert wait_for(job, slurm_env, timeout=120) == "FAILED"  # unrecognized arguments, nothing run
+    strange_dir = f"{p}/run $(touch {p}/rundir) `touch {p}/rundir2`"
+    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS="--epochs 1",
+                 MNIST_HPC_RUN_DIR=strange_dir)
+    assert wait_for(job, slurm_env) == "COMPLETED"
+    assert (Path(strange_dir) / "metrics.json").is_file()  # the value was used literally
+    result = submit("--nodes", "1", "--time", "10", "--folder", str(p / "logs"), "--wait", "--",
+                    "--model", "simple", "--epochs", "1", "--out", f"{p}/sub $(touch {p}/submitit)",
+                    env=slurm_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    created = {path.name for path in p.iterdir()}
+    assert not created & {"dollar", "backtick", "semicolon", "and", "rundir", "rundir2", "submitit"}, created

@@ -1,0 +1,50 @@
+"""The run directory: private permissions and one job at a time.
+
+Rank 0 of a job takes an exclusive ``flock`` on ``RUN_DIR/.lock`` before MPI starts and holds it
+until it exits. The kernel drops the lock when the process dies, so a crashed job never leaves it
+stuck; a second job pointed at the same directory is refused with the holder's host and pid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import IO
+
+PRIVATE_UMASK = 0o027  # directories 0750, files 0640: nothing for other users
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
+
+_held: list[IO[str]] = []  # keeps the lock file open for the life of the process
+
+
+class RunDirInUse(RuntimeError):
+    """Another live job holds the run directory; one line."""
+
+
+def launcher_rank(environ: dict[str, str] | None = None) -> int:
+    """This process's rank as the launcher (horovodrun, mpirun, srun) announces it, before MPI init."""
+    environ = os.environ if environ is None else environ
+    for name in RANK_VARIABLES:
+        if environ.get(name, "").isdigit():
+            return int(environ[name])
+    return 0
+
+
+def claim(run_dir: Path) -> None:
+    """Create ``run_dir`` (mode 0750) and lock it for this process (call on rank 0 only)."""
+    run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    handle = os.fdopen(os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o640), "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirInUse(f"--out: {run_dir} is in use by {holder}; wait for it or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    _held.append(handle)

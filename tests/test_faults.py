@@ -1,0 +1,95 @@
+"""Faults and hostile input: a dying rank, termination signals, injection attempts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, launch, metrics_of, rank_pids
+from mnist_hpc import checkpoint, jobspec
+
+LOCAL = [sys.executable, str(REPO / "launchers" / "local.py"), "--np", "2"]
+
+
+def start_training(run_dir: Path, mnist_dir: Path, epochs: int = 20) -> subprocess.Popen:
+    args = ["train", "--model", "simple", "--epochs", str(epochs), "--batch-size", "16", "--out", str(run_dir),
+            "--data-dir", str(mnist_dir)]
+    return subprocess.Popen([*LOCAL, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, epoch: int = 1) -> None:
+    deadline = time.monotonic() + 300
+    while not checkpoint.path_for(run_dir / "checkpoints", epoch).exists():
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before its checkpoint"
+        time.sleep(0.05)
+
+
+def test_one_dead_rank_ends_the_whole_local_job(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    job = start_training(run_dir, mnist_dir)
+    try:
+        wait_for_checkpoint(run_dir, job)
+        victims = rank_pids({"OMPI_COMM_WORLD_RANK": "1"}, marker=str(run_dir))
+        assert len(victims) == 1
+        os.kill(victims[0], signal.SIGKILL)
+        killed = time.monotonic()
+        output, _ = job.communicate(timeout=60)  # no rank hangs: everything is over within 60 s
+        assert time.monotonic() - killed < 60
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode != 0
+    assert "rank 1" in output, output[-2000:]
+    assert checkpoint.latest_valid(run_dir / "checkpoints") is not None  # still loadable
+    launch(2, "train", "--model", "simple", "--epochs", "3", "--out", str(run_dir), "--data-dir", str(mnist_dir))
+    assert [h["epoch"] for h in metrics_of(run_dir)["history"]] == [1, 2, 3]
+
+
+def test_sigterm_checkpoints_and_exits_with_the_requeue_status(tmp_path, mnist_dir):
+    run_dir = tmp_path / "run"
+    job = start_training(run_dir, mnist_dir)
+    try:
+        wait_for_checkpoint(run_dir, job)
+        ranks = [pid for rank in "01" for pid in rank_pids({"OMPI_COMM_WORLD_RANK": rank}, marker=str(run_dir))]
+        assert len(ranks) == 2
+        for pid in ranks:  # what SLURM does at a time limit or preemption: TERM to every task
+            os.kill(pid, signal.SIGTERM)
+        output, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 75, output[-2000:]
+    metrics = metrics_of(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] < 20
+    newest = checkpoint.latest_valid(run_dir / "checkpoints")
+    assert newest.epoch == metrics["epochs_completed"]  # the epoch it stopped at was checkpointed
+
+
+HOSTILE = ["$(touch {p}/dollar)", "`touch {p}/backtick`", "; touch {p}/semicolon", "x\ntouch {p}/newline",
+           "'; touch {p}/quote; '", '"; touch {p}/dquote; "']
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_job_options_are_rejected_in_render_mode(value, tmp_path):
+    value = value.format(p=tmp_path)
+    for option in ("--job-name", "--partition", "--account", "--time"):
+        result = subprocess.run([sys.executable, "-m", "mnist_hpc", "slurm", "render", "train_cnn", option, value],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and option in result.stderr and result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arguments_are_quoted_in_rendered_commands(tmp_path):
+    spec = jobspec.JobSpec(("train", "--out", f"{tmp_path}/run $(touch {tmp_path}/x)"), python="python")
+    line = spec.shell(spec.srun_command())
+    subprocess.run(["bash", "-c", f"printf '%s\\n' {line.removeprefix('srun ')}"], check=True, capture_output=True)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(jobspec.JobSpecError, match="newlines"):
+        jobspec.JobSpec(("train", "--out", "a\nb"))
