@@ -29,7 +29,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 templates: setup
-	for t in train_simple train_cnn; do $(PY) -m mnist_hpc slurm render $$t > slurm/$$t.sbatch; done
+	for t in train_simple train_cnn bench; do $(PY) -m mnist_hpc slurm render $$t > slurm/$$t.sbatch; done
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Run mnist-hpc with N local ranks through mpirun, or the 2-rank smoke training.
+"""Run mnist-hpc with N local ranks through mpirun, the 2-rank smoke training, or a scaling sweep.
 
     python launchers/local.py --np 2 train --model cnn --epochs 1 --out runs/cnn
     python launchers/local.py smoke [--np 2] [--out runs/smoke]
+    python launchers/local.py --np 2 sweep [--out runs/sweep] [-- bench throughput options]
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ def smoke(ranks: int, out: Path) -> int:
     return 0
 
 
+def sweep(max_ranks: int, out: Path, bench_args: list[str]) -> int:
+    """Throughput at 1..max_ranks local ranks, then a report (CSV, JSON, Markdown, PNG)."""
+    for ranks in range(1, max_ranks + 1):
+        print(f"sweep: {ranks}/{max_ranks} ranks", flush=True)
+        status = run_local(["bench", "throughput", *bench_args, "--out", str(out / f"np{ranks}.json")], ranks)
+        if status != 0:
+            return status
+    return subprocess.run([sys.executable, "-m", "mnist_hpc", "bench", "report", str(out)]).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--np", type=int, default=2, help="number of local ranks (default: 2)")
@@ -54,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--np: {options.np} is not a positive integer")
     if options.command == "smoke":
         return smoke(options.np, options.out)
+    if options.command == "sweep":
+        return sweep(options.np, options.out, [a for a in options.args if a != "--"])
     return run_local([options.command, *options.args], options.np)
 
 

@@ -7,12 +7,13 @@ with one line naming the bad value and what is allowed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import checkpoint, data, jobspec, rundir
+from . import checkpoint, data, distributed, jobspec, rundir
 from .config import MODELS, PRECISIONS, RECIPE_NAMES, TrainConfig
 from .distributed import HorovodKnobs
 
@@ -122,6 +123,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion-threshold-mb", type=non_negative_float, help="HOROVOD_FUSION_THRESHOLD in MiB")
     p.add_argument("--cycle-time-ms", type=positive_float, help="HOROVOD_CYCLE_TIME")
     p.add_argument("--timeline", help="write a Horovod timeline to this JSON file")
+    p.add_argument("--target-accuracy", type=_number(float, 0.0, False, "a number in (0, 1]"),
+                   help="time-to-accuracy benchmark: evaluate the test set each epoch, stop at this accuracy")
     p.add_argument("--dry-run", action="store_true", help="validate the arguments and print the run; do not train")
 
 
@@ -183,6 +186,36 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .train import write_json_atomic
+
+    if args.dry_run:
+        if args.action == "throughput" and not args.synthetic:
+            check_data(args.data_dir)
+        print(f"would run bench {args.action}")
+        return 0
+    if args.action == "report":
+        print(bench.report(Path(args.results)).read_text(), end="")
+        return 0
+    if args.action == "peak":
+        distributed.configure_threads(args.intra_op_threads or len(os.sched_getaffinity(0)), 2)
+        result = bench.matmul_peak()
+    else:
+        if not args.synthetic:
+            check_data(args.data_dir)
+        config = bench.BenchConfig(args.model, args.batch_size, args.synthetic, args.warmup_steps, args.windows,
+                                   args.window_steps, args.precision, args.compare_plain, args.data_dir,
+                                   args.intra_op_threads)
+        result = bench.throughput(config, HorovodKnobs(args.fusion_threshold_mb, None, args.timeline))
+    if rundir.launcher_rank() == 0:
+        print(json.dumps(result, indent=2))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(Path(args.out), result)
+    return 0
+
+
 def cmd_slurm_render(args: argparse.Namespace) -> int:
     template = jobspec.TEMPLATES[args.template]
     try:
@@ -226,6 +259,26 @@ def build_parser() -> Parser:
     data_cmd.add_argument("--dir", help=f"folder (default: ${data.ENV_VAR} or {data.DEFAULT_DIR})")
     data_cmd.add_argument("--mirror", action="append", help="base URL to fetch from (repeatable)")
     data_cmd.set_defaults(func=cmd_data)
+
+    bench = sub.add_parser("bench", help="throughput, matmul peak, sweep reports")
+    bench.add_argument("action", choices=("throughput", "peak", "report"))
+    bench.add_argument("results", nargs="?", help="report: the folder of a sweep's np*.json files")
+    bench.add_argument("--model", choices=MODELS, default="cnn")
+    bench.add_argument("--batch-size", type=positive_int, default=128, help="per rank (default: %(default)s)")
+    bench.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
+    bench.add_argument("--warmup-steps", type=positive_int, default=10)
+    bench.add_argument("--windows", type=positive_int, default=5)
+    bench.add_argument("--window-steps", type=positive_int, default=20)
+    bench.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    bench.add_argument("--compare-plain", action="store_true",
+                       help="also time plain tf.keras (no Horovod) in the same process; reports the ratio")
+    bench.add_argument("--threads", dest="intra_op_threads", type=positive_int)
+    bench.add_argument("--fusion-threshold-mb", type=non_negative_float)
+    bench.add_argument("--timeline", help="write a Horovod timeline to this JSON file")
+    bench.add_argument("--data-dir")
+    bench.add_argument("--out", help="write the result JSON here")
+    bench.add_argument("--dry-run", action="store_true", help="validate the arguments; do not measure")
+    bench.set_defaults(func=cmd_bench)
 
     slurm = sub.add_parser("slurm", help="print the sbatch script of a template (slurm/*.sbatch)")
     slurm.add_argument("action", choices=("render",))

@@ -57,6 +57,7 @@ class TrainConfig:
     intra_op_threads: int | None = None
     inter_op_threads: int = 2
     knobs: HorovodKnobs = field(default_factory=HorovodKnobs)
+    target_accuracy: float | None = None  # time-to-accuracy: stop once the aggregated test accuracy reaches it
 
     def resolved_recipe(self) -> Recipe:
         base = RECIPES[(self.model, self.recipe)]

@@ -148,6 +148,7 @@ class JobSpec:
 class Template:
     spec: JobSpec
     description: str
+    out: str = '"$run_dir"'  # the --out value, in shell syntax
 
 
 TEMPLATES: dict[str, Template] = {
@@ -159,6 +160,11 @@ TEMPLATES: dict[str, Template] = {
         JobSpec(("train", "--model", "cnn"), name="mnist-cnn", nodes=2, ntasks_per_node=1,
                 cpus_per_task=1, time="02:00:00", python="python"),
         "the CNN over several nodes, one task per GPU (CPU-only unless --gpus-per-node is given)"),
+    "bench": Template(
+        JobSpec(("bench", "throughput", "--model", "cnn"), name="mnist-bench", nodes=1, ntasks_per_node=1,
+                cpus_per_task=1, time="00:30:00", python="python"),
+        "training throughput at one node count (slurm/scaling_sweep.sh submits it per count)",
+        out='"$run_dir/np$SLURM_NTASKS.json"'),
 }
 
 SBATCH_BODY = r"""set -uo pipefail
@@ -172,7 +178,7 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 # ---- arguments: MNIST_HPC_ARGS is split on white space and never evaluated
 read -r -a extra_args <<< "${MNIST_HPC_ARGS:-}"
 run_dir=${MNIST_HPC_RUN_DIR:-$SLURM_SUBMIT_DIR/runs/$SLURM_JOB_NAME-$SLURM_JOB_ID}
-command=(__COMMAND__ --out "$run_dir" "${extra_args[@]}")
+command=(__COMMAND__ --out __OUT__ "${extra_args[@]}")
 echo "job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST: ${command[*]}"
 # ---- validate before any MPI work: a bad argument fails here, in one line
 "${command[@]}" --dry-run || exit 2
@@ -189,7 +195,7 @@ if [ "$status" -eq __INTERRUPTED__ ]; then
   scontrol requeue "$SLURM_JOB_ID"
   exit 0
 fi
-echo "training exited with status $status; run directory $run_dir"
+echo "mnist-hpc exited with status $status; run directory $run_dir"
 exit "$status"
 """
 
@@ -213,7 +219,7 @@ def render_sbatch(name: str, spec: JobSpec | None = None) -> str:
         "#SBATCH --output=slurm-%x-%j.out",
         "",
     ]
-    body = SBATCH_BODY.replace("__COMMAND__", shlex.join(spec.command()))
+    body = SBATCH_BODY.replace("__COMMAND__", shlex.join(spec.command())).replace("__OUT__", template.out)
     return "\n".join(lines) + body.replace("__INTERRUPTED__", str(INTERRUPTED_EXIT))
 
 

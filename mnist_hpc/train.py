@@ -255,6 +255,14 @@ def run(config: TrainConfig) -> int:
                       "val_accuracy": scores.accuracy, "val_correct": scores.correct,
                       "seconds": seconds, "images_per_second": images / seconds,
                       "learning_rate": float(lr(optimizer.iterations))}
+            if config.target_accuracy:
+                test_scores, _ = evaluate.aggregated(self.model, mnist.test, world, f"test_{epoch}")
+                record["test_accuracy"] = test_scores.accuracy
+                training_seconds = sum(h["seconds"] for h in history if h["epoch"] > start_epoch) + seconds
+                if test_scores.accuracy >= config.target_accuracy and "time_to_target" not in reached:
+                    reached["time_to_target"] = {"epoch": epoch + 1, "training_seconds": training_seconds,
+                                                 "wall_seconds": time.perf_counter() - t_fit}
+                    self.model.stop_training = True
             history.append(record)
             logs.update(val_loss=scores.loss, val_accuracy=scores.accuracy)
             if world.is_root:
@@ -263,6 +271,7 @@ def run(config: TrainConfig) -> int:
                 self.model.stop_training = True
                 self.stopped_by_signal = True
 
+    reached: dict[str, Any] = {}
     epoch_end = EpochEnd()
     epoch_end.stopped_by_signal = False
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
@@ -296,6 +305,7 @@ def run(config: TrainConfig) -> int:
         "global_batch_size": recipe.batch_size * world.size, "steps": int(optimizer.iterations),
         "recipe_settings": asdict(recipe), "versions": versions(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "target_accuracy": config.target_accuracy, "time_to_target": reached.get("time_to_target"),
         "hosts": distributed.gather_hostnames(),
     }
     if world.is_root:

@@ -208,3 +208,28 @@ def test_hostile_values_in_real_submissions_execute_nothing(slurm_env, tmp_path)
     assert result.returncode == 0, result.stderr
     created = {path.name for path in p.iterdir()}
     assert not created & {"dollar", "backtick", "semicolon", "and", "rundir", "rundir2", "submitit"}, created
+
+
+def test_scaling_sweep_script_and_its_report_job(slurm_env, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run([str(REPO / "slurm" / "scaling_sweep.sh"), "1", "2"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60, env={**slurm_env, "MNIST_HPC_SWEEP_DIR": str(sweep_dir),
+                            "MNIST_HPC_ARGS": "--model simple --synthetic --warmup-steps 2 --windows 3 --window-steps 5"})
+    assert result.returncode == 0, result.stderr
+    report_job = result.stdout.split("submitted report: job ")[1].split()[0]
+    assert wait_for(report_job, slurm_env) == "COMPLETED", list(sweep_dir.iterdir())
+    rows = json.loads((sweep_dir / "report.json").read_text())
+    assert [r["workers"] for r in rows] == [1, 2]
+    assert sorted(json.loads((sweep_dir / "np2.json").read_text())["hosts"]) == ["node1", "node2"]
+    assert (sweep_dir / "throughput.png").is_file() and (sweep_dir / "report.md").is_file()
+
+
+def test_submitit_scaling_sweep(slurm_env, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "launchers" / "scaling.py"), "--node-counts", "1", "2",
+                             "--time", "10", "--out", str(tmp_path / "sweep"), "--", "--model", "simple", "--synthetic",
+                             "--warmup-steps", "2", "--windows", "3", "--window-steps", "5"],
+                            capture_output=True, text=True, env=slurm_env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[2/2] 2 node(s)" in result.stdout and "| workers |" in result.stdout
+    rows = json.loads((tmp_path / "sweep" / "report.json").read_text())
+    assert [r["workers"] for r in rows] == [1, 2]

@@ -1,0 +1,187 @@
+"""Benchmarks: training throughput (Horovod and plain tf.keras), matmul peak, sweep reports.
+
+Throughput is measured inside one ``fit`` per variant: a callback timestamps every step (Keras
+syncs at each batch end when a callback asks for it), warm-up steps are dropped and the rest is
+cut into windows; each window gives images/s per rank, and the ranks' rates are summed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import data, distributed
+from .config import DTYPE_POLICIES, LAYOUTS
+
+MFLOP_PER_TRAINING_IMAGE = {"cnn": 82.0, "simple": 0.047}  # forward + backward, multiply-add = 2 FLOP
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = "cnn"
+    batch_size: int = 128  # per rank
+    synthetic: bool = False
+    warmup_steps: int = 10
+    windows: int = 5
+    window_steps: int = 20
+    precision: str = "fp32"
+    compare_plain: bool = False  # also time plain tf.keras (no Horovod) in this process
+    data_dir: str | None = None
+    intra_op_threads: int | None = None
+
+
+def _batches(config: BenchConfig, world: distributed.World):
+    import tensorflow as tf
+
+    steps = config.warmup_steps + config.windows * config.window_steps
+    if config.synthetic:
+        rng = np.random.default_rng(world.rank)
+        shape = (784,) if LAYOUTS[config.model] == "flat" else (28, 28, 1)
+        images = rng.random((config.batch_size * 8, *shape), dtype=np.float32)
+        labels = rng.integers(0, 10, config.batch_size * 8).astype(np.int32)
+    else:
+        train = data.load(config.data_dir, layout=LAYOUTS[config.model]).train
+        shard = data.epoch_shard(len(train), world.rank, world.size, 0, seed=0)
+        images, labels = train.images[shard], train.labels[shard]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(config.batch_size, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE), steps
+
+
+def _timed_fit(model, dataset, steps: int) -> list[float]:
+    import tensorflow as tf
+
+    stamps: list[float] = []
+    stamp = tf.keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: stamps.append(time.perf_counter()))
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[stamp])
+    return [start, *stamps]
+
+
+def _window_rates(stamps: list[float], config: BenchConfig) -> list[float]:
+    """Images/s of this rank in each measurement window (warm-up dropped)."""
+    rates = []
+    for w in range(config.windows):
+        first = config.warmup_steps + w * config.window_steps
+        seconds = stamps[first + config.window_steps] - stamps[first]
+        rates.append(config.window_steps * config.batch_size / seconds)
+    return rates
+
+
+def _summary(per_rank: list[float], config: BenchConfig, world: distributed.World, name: str) -> dict[str, Any]:
+    """Sum each window over ranks, then median and spread over windows."""
+    totals = distributed.allreduce_sum(per_rank, name=name)
+    return {"images_per_second": statistics.median(totals), "images_per_second_min": float(min(totals)),
+            "images_per_second_max": float(max(totals)), "windows": [float(t) for t in totals],
+            "images_per_second_per_rank": statistics.median(totals) / world.size}
+
+
+def _compiled(config: BenchConfig, distributed_optimizer: bool):
+    import tensorflow as tf
+
+    from . import models
+
+    model = models.build(config.model, DTYPE_POLICIES[config.precision], seed=0)
+    optimizer = tf.keras.optimizers.Adam(1e-3)
+    if distributed_optimizer:
+        optimizer = distributed.hvd_module().DistributedOptimizer(optimizer)
+    model.compile(optimizer, tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def throughput(config: BenchConfig, knobs: distributed.HorovodKnobs = distributed.HorovodKnobs()) -> dict[str, Any]:
+    """Training images/s of Horovod-wrapped Keras (and, with ``compare_plain``, of plain Keras)."""
+    world = distributed.init(knobs, config.intra_op_threads)
+    if config.compare_plain and world.size != 1:
+        raise ValueError("--compare-plain measures one process: run it without a launcher")
+    dataset, steps = _batches(config, world)
+    result: dict[str, Any] = {"config": asdict(config), "world_size": world.size,
+                              "hosts": distributed.gather_hostnames()}
+    variants = [("horovod", True)] + ([("plain", False)] if config.compare_plain else [])
+    for name, wrapped in variants:
+        stamps = _timed_fit(_compiled(config, wrapped), dataset, steps)
+        result[name] = _summary(_window_rates(stamps, config), config, world, f"bench_{name}")
+    if config.compare_plain:
+        result["horovod_over_plain"] = result["horovod"]["images_per_second"] / result["plain"]["images_per_second"]
+    result["images_per_second"] = result["horovod"]["images_per_second"]
+    result["mflop_per_image"] = MFLOP_PER_TRAINING_IMAGE[config.model]
+    result["gflops"] = result["images_per_second"] * result["mflop_per_image"] / 1000
+    return result
+
+
+def matmul_peak(size: int = 2048, repeats: int = 20) -> dict[str, Any]:
+    """fp32 matmul GFLOP/s of this process with TensorFlow's threads (median of ``repeats``)."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((size, size))
+    b = tf.random.uniform((size, size))
+    tf.matmul(a, b).numpy()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return {"matmul_size": size, "gflops": statistics.median(rates), "gflops_max": max(rates)}
+
+
+# ------------------------------------------------------------------ reports
+def report(results_dir: Path) -> Path:
+    """Collect ``*.json`` throughput results of a sweep into CSV, JSON, Markdown and PNG plots."""
+    rows = []
+    for path in sorted(results_dir.glob("np*.json")):
+        result = json.loads(path.read_text())
+        rows.append({"workers": result["world_size"], "images_per_second": result["images_per_second"],
+                     "min": result["horovod"]["images_per_second_min"],
+                     "max": result["horovod"]["images_per_second_max"],
+                     "batch_per_worker": result["config"]["batch_size"]})
+    if not rows:
+        raise ValueError(f"{results_dir}: no np*.json results to report")
+    rows.sort(key=lambda r: r["workers"])
+    base = rows[0]
+    # weak scaling: the same batch per worker; strong scaling: the same global batch split among workers
+    scaling = "weak" if len({r["batch_per_worker"] for r in rows}) == 1 else "strong"
+    for row in rows:
+        row["speedup"] = row["images_per_second"] / base["images_per_second"]
+        row["efficiency"] = row["speedup"] / (row["workers"] / base["workers"])
+        row["scaling"] = scaling
+    with open(results_dir / "report.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (results_dir / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [f"| workers | batch/worker | images/s (median) | min | max | speedup | {scaling}-scaling efficiency |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['workers']} | {r['batch_per_worker']} | {r['images_per_second']:.0f} | {r['min']:.0f} | "
+              f"{r['max']:.0f} | {r['speedup']:.2f} | {r['efficiency']:.2f} |" for r in rows]
+    markdown = results_dir / "report.md"
+    markdown.write_text("\n".join(lines) + "\n")
+    _plot(rows, results_dir)
+    return markdown
+
+
+def _plot(rows: list[dict[str, Any]], results_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workers = [r["workers"] for r in rows]
+    for key, label, name in (("images_per_second", "images/s (total)", "throughput.png"),
+                             ("efficiency", "scaling efficiency", "efficiency.png")):
+        figure, axes = plt.subplots(figsize=(5, 3.5))
+        axes.plot(workers, [r[key] for r in rows], marker="o")
+        if key == "images_per_second":
+            axes.fill_between(workers, [r["min"] for r in rows], [r["max"] for r in rows], alpha=0.2)
+        axes.set_xlabel("workers")
+        axes.set_ylabel(label)
+        axes.set_xticks(workers)
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(results_dir / name, dpi=100)
+        plt.close(figure)

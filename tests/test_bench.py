@@ -1,0 +1,51 @@
+"""Benchmarks: measured throughput, baseline ratio, time-to-accuracy, sweep reports (local and SLURM)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO, launch, metrics_of
+
+QUICK = ["--model", "simple", "--synthetic", "--warmup-steps", "2", "--windows", "3", "--window-steps", "5"]
+
+
+def assert_report(folder, workers):
+    rows = json.loads((folder / "report.json").read_text())
+    assert [r["workers"] for r in rows] == workers
+    assert all(r["images_per_second"] > 0 and r["min"] <= r["images_per_second"] <= r["max"] for r in rows)
+    assert rows[0]["speedup"] == 1.0 and rows[0]["efficiency"] == 1.0
+    assert (folder / "report.csv").read_text().startswith("workers,")
+    assert "| workers |" in (folder / "report.md").read_text()
+    for png in ("throughput.png", "efficiency.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return rows
+
+
+def test_local_sweep_writes_a_report(tmp_path):
+    out = tmp_path / "sweep"
+    completed = subprocess.run([sys.executable, str(REPO / "launchers" / "local.py"), "--np", "2", "--out", str(out),
+                                "sweep", "--", *QUICK], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "sweep: 1/2 ranks" in completed.stdout and "sweep: 2/2 ranks" in completed.stdout  # progress
+    assert_report(out, [1, 2])
+    assert json.loads((out / "np2.json").read_text())["world_size"] == 2
+
+
+def test_horovod_and_plain_keras_measured_in_one_run(tmp_path):
+    out = tmp_path / "baseline.json"
+    launch(1, "bench", "throughput", *QUICK, "--compare-plain", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["plain"]["images_per_second"] > 0 and result["horovod"]["images_per_second"] > 0
+    assert result["horovod_over_plain"] == result["horovod"]["images_per_second"] / result["plain"]["images_per_second"]
+    assert len(result["horovod"]["windows"]) == 3
+
+
+def test_time_to_accuracy_stops_at_the_target(tmp_path, mnist_dir):
+    run_dir = tmp_path / "tta"
+    launch(2, "train", "--model", "simple", "--epochs", "10", "--target-accuracy", "0.9", "--out", str(run_dir),
+           "--data-dir", str(mnist_dir))
+    metrics = metrics_of(run_dir)
+    reached = metrics["time_to_target"]
+    assert reached and reached["epoch"] == metrics["epochs_completed"] < 10
+    assert metrics["history"][-1]["test_accuracy"] >= 0.9 > max([h["test_accuracy"] for h in metrics["history"][:-1]] or [0])
+    assert 0 < reached["training_seconds"] <= reached["wall_seconds"]
