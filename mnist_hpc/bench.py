@@ -185,3 +185,62 @@ def _plot(rows: list[dict[str, Any]], results_dir: Path) -> None:
         figure.tight_layout()
         figure.savefig(results_dir / name, dpi=100)
         plt.close(figure)
+
+
+# ------------------------------------------------------------------ scaling model on paper
+CNN_PARAMETERS = 3_274_634
+INTERCONNECTS = {  # name: (bytes/s per worker for the all-reduce, per-message latency in s)
+    "25 Gb/s Ethernet": (25e9 / 8, 30e-6),
+    "100 Gb/s InfiniBand": (100e9 / 8, 3e-6),
+    "200 Gb/s InfiniBand": (200e9 / 8, 3e-6),
+    "NVLink (in a node, ~150 GB/s)": (150e9, 2e-6),
+}
+
+
+def ring_allreduce_seconds(workers: int, payload_bytes: float, bandwidth: float, latency: float) -> float:
+    """Ring all-reduce: 2(N-1) steps, each moving payload/N bytes per worker."""
+    if workers == 1:
+        return 0.0
+    return 2 * (workers - 1) * (latency + payload_bytes / workers / bandwidth)
+
+
+def projected_efficiency(workers: int, batch_per_worker: int, worker_flops: float, bandwidth: float,
+                         latency: float, bytes_per_parameter: int = 4, overlap: float = 0.0) -> float:
+    """Weak-scaling efficiency of the CNN: compute / (compute + exposed all-reduce time).
+
+    ``overlap`` is the fraction of the all-reduce hidden behind the backward pass.
+    """
+    compute = batch_per_worker * MFLOP_PER_TRAINING_IMAGE["cnn"] * 1e6 / worker_flops
+    communicate = ring_allreduce_seconds(workers, CNN_PARAMETERS * bytes_per_parameter, bandwidth, latency)
+    return compute / (compute + (1 - overlap) * communicate)
+
+
+def scaling_table(batch_per_worker: int, worker_flops: float, bytes_per_parameter: int = 4,
+                  workers: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)) -> str:
+    """Markdown table of projected efficiencies for each interconnect."""
+    lines = ["| interconnect | " + " | ".join(f"{n}" for n in workers) + " |",
+             "|---|" + "---|" * len(workers)]
+    for name, (bandwidth, latency) in INTERCONNECTS.items():
+        cells = [f"{projected_efficiency(n, batch_per_worker, worker_flops, bandwidth, latency, bytes_per_parameter):.2f}"
+                 for n in workers]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def allreduce_seconds(payload_bytes: int = CNN_PARAMETERS * 4, repeats: int = 20) -> dict[str, Any]:
+    """Measured time of one all-reduce of ``payload_bytes`` float32 across the ranks of this job."""
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    world = distributed.init()
+    tensor = tf.ones(payload_bytes // 4, tf.float32)
+    times = []
+    for i in range(repeats + 3):
+        distributed.barrier()
+        start = time.perf_counter()
+        hvd_tf.allreduce(tensor, op=hvd_tf.Sum, name=f"allreduce_{i}").numpy()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times[3:])
+    bus = 2 * (world.size - 1) / world.size * payload_bytes / median if world.size > 1 else 0.0
+    return {"world_size": world.size, "payload_bytes": payload_bytes, "seconds": median,
+            "bus_bandwidth_bytes_per_second": bus}

@@ -201,6 +201,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.action == "peak":
         distributed.configure_threads(args.intra_op_threads or len(os.sched_getaffinity(0)), 2)
         result = bench.matmul_peak()
+    elif args.action == "allreduce":
+        result = bench.allreduce_seconds()
     else:
         if not args.synthetic:
             check_data(args.data_dir)
@@ -261,7 +263,8 @@ def build_parser() -> Parser:
     data_cmd.set_defaults(func=cmd_data)
 
     bench = sub.add_parser("bench", help="throughput, matmul peak, sweep reports")
-    bench.add_argument("action", choices=("throughput", "peak", "report"))
+    bench.add_argument("action", choices=("throughput", "peak", "allreduce", "report"),
+                       help="allreduce: time of one all-reduce of the CNN's gradients across the ranks")
     bench.add_argument("results", nargs="?", help="report: the folder of a sweep's np*.json files")
     bench.add_argument("--model", choices=MODELS, default="cnn")
     bench.add_argument("--batch-size", type=positive_int, default=128, help="per rank (default: %(default)s)")

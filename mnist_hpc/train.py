@@ -2,6 +2,7 @@
 
 Flow: data.load -> models.build -> fit (sharded input, DistributedOptimizer, exact validation each
 epoch, rank-0 checkpoints) -> aggregated test evaluation -> RUN_DIR/metrics.json + model.keras.
+Imported only after the command line is validated: it imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import math
 import os
 import platform
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from . import checkpoint, data, distributed, evaluate, models
 from .config import DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe, TrainConfig
+
 
 # ------------------------------------------------------------------ precision
 def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
@@ -30,8 +32,7 @@ def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return False
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(set(cpuinfo.split()) & {"avx512_bf16", "amx_bf16"})
 
 
 def choose_precision(requested: str, gpu_compute_capability: tuple[int, int] | None,
@@ -45,8 +46,6 @@ def choose_precision(requested: str, gpu_compute_capability: tuple[int, int] | N
 
 
 def _gpu_compute_capability() -> tuple[int, int] | None:
-    import tensorflow as tf
-
     gpus = tf.config.get_visible_devices("GPU")
     if not gpus:
         return None
@@ -65,6 +64,14 @@ def shard_plan(n_items: int, world_size: int, batch_size: int) -> ShardPlan:
     return ShardPlan(math.ceil(math.ceil(n_items / world_size) / batch_size), batch_size)
 
 
+def step_budget(recipe: Recipe, plan: ShardPlan, world_size: int) -> tuple[int, int]:
+    """(epochs, optimizer steps per rank). A step budget counts at world size 1; N ranks share it."""
+    if recipe.steps:
+        total_steps = math.ceil(recipe.steps / world_size)
+        return math.ceil(total_steps / plan.steps_per_epoch), total_steps
+    return recipe.epochs, recipe.epochs * plan.steps_per_epoch
+
+
 def epoch_batches(n_items: int, world: distributed.World, plan: ShardPlan, epoch: int,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, weights), each (steps, batch): the rank's shard, padded with weight-0 repeats."""
@@ -77,10 +84,8 @@ def epoch_batches(n_items: int, world: distributed.World, plan: ShardPlan, epoch
 
 
 def training_dataset(split: data.Split, world: distributed.World, plan: ShardPlan,
-                     first_epoch: int, last_epoch: int, seed: int):
+                     first_epoch: int, last_epoch: int, seed: int) -> tf.data.Dataset:
     """tf.data over epochs [first_epoch, last_epoch): in-memory gathers, no per-step Python."""
-    import tensorflow as tf
-
     per_epoch = [epoch_batches(len(split), world, plan, e, seed) for e in range(first_epoch, last_epoch)]
     indices = np.concatenate([p[0] for p in per_epoch])
     weights = np.concatenate([p[1] for p in per_epoch])
@@ -96,51 +101,39 @@ def training_dataset(split: data.Split, world: distributed.World, plan: ShardPla
 
 
 # ------------------------------------------------------------------ optimiser
+# Horovod's DistributedOptimizer re-creates the optimizer from its config, so the schedule must
+# round-trip through get_config/from_config: hence a registered class.
+@tf.keras.utils.register_keras_serializable(package="mnist_hpc")
+class WarmupThenDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ``base_lr`` to ``peak``, then constant or cosine decay to 0 at ``total``."""
+
+    def __init__(self, base_lr: float, peak: float, warmup: int, total: int, schedule: str):
+        self.base_lr, self.peak, self.warmup, self.total, self.schedule = base_lr, peak, warmup, total, schedule
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.base_lr + (self.peak - self.base_lr) * tf.minimum(step / max(self.warmup, 1), 1.0)
+        if self.schedule == "cosine":
+            progress = tf.clip_by_value((step - self.warmup) / max(self.total - self.warmup, 1), 0.0, 1.0)
+            decayed = self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        else:
+            decayed = tf.constant(self.peak, tf.float32)
+        return tf.where(step < self.warmup, warm, decayed)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"base_lr": self.base_lr, "peak": self.peak, "warmup": self.warmup, "total": self.total,
+                "schedule": self.schedule}
+
+
 def learning_rate_schedule(base_lr: float, world_size: int, scale: bool, warmup_steps: int,
-                           total_steps: int, schedule: str):
-    """Linear warm-up from ``base_lr`` to ``base_lr * world_size`` (Goyal et al. 2017), then
-    constant or cosine decay to 0 at ``total_steps``. Without scaling no warm-up is needed."""
+                           total_steps: int, schedule: str) -> WarmupThenDecay:
+    """Scaled by world size (Goyal et al. 2017) with a linear warm-up; without scaling, no warm-up."""
     peak = base_lr * (world_size if scale else 1)
     warmup = warmup_steps if scale and world_size > 1 else 0
-    return _schedule_class()(base_lr, peak, warmup, total_steps, schedule)
+    return WarmupThenDecay(base_lr, peak, warmup, total_steps, schedule)
 
 
-def _schedule_class():
-    """Defined on first use so that importing this module does not import TensorFlow."""
-    import tensorflow as tf
-
-    if "WarmupThenDecay" in globals():
-        return globals()["WarmupThenDecay"]
-
-    # Horovod's DistributedOptimizer re-creates the optimizer from its config, so the schedule
-    # must round-trip through get_config/from_config.
-    @tf.keras.utils.register_keras_serializable(package="mnist_hpc")
-    class WarmupThenDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
-        def __init__(self, base_lr: float, peak: float, warmup: int, total: int, schedule: str):
-            self.base_lr, self.peak, self.warmup, self.total, self.schedule = base_lr, peak, warmup, total, schedule
-
-        def __call__(self, step):
-            step = tf.cast(step, tf.float32)
-            warm = self.base_lr + (self.peak - self.base_lr) * tf.minimum(step / max(self.warmup, 1), 1.0)
-            if self.schedule == "cosine":
-                span = max(self.total - self.warmup, 1)
-                progress = tf.clip_by_value((step - self.warmup) / span, 0.0, 1.0)
-                decayed = self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
-            else:
-                decayed = tf.constant(self.peak, tf.float32)
-            return tf.where(step < self.warmup, warm, decayed)
-
-        def get_config(self):
-            return {"base_lr": self.base_lr, "peak": self.peak, "warmup": self.warmup,
-                    "total": self.total, "schedule": self.schedule}
-
-    globals()["WarmupThenDecay"] = WarmupThenDecay
-    return WarmupThenDecay
-
-
-def make_optimizer(recipe: Recipe, lr_schedule):
-    import tensorflow as tf
-
+def make_optimizer(recipe: Recipe, lr_schedule: WarmupThenDecay) -> tf.keras.optimizers.Optimizer:
     if recipe.optimizer == "sgd":
         return tf.keras.optimizers.SGD(lr_schedule)
     return tf.keras.optimizers.Adam(lr_schedule)
@@ -159,7 +152,6 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 def versions() -> dict[str, str]:
     import horovod
     import mpi4py
-    import tensorflow as tf
 
     mpi4py.rc.initialize = False
     from mpi4py import MPI
@@ -182,141 +174,160 @@ class StopRequest:
         self.received = signum
 
 
+# ------------------------------------------------------------------ the fit loop's epoch end
+class EpochEnd(tf.keras.callbacks.Callback):
+    """Exact validation (and test, for time-to-accuracy), agreement on stopping, history, rank-0 checkpoint."""
+
+    def __init__(self, config: TrainConfig, world: distributed.World, mnist: data.Mnist, plan: ShardPlan,
+                 history: list[dict[str, Any]], start_epoch: int, stop: StopRequest, save) -> None:
+        super().__init__()
+        self.config, self.world, self.mnist, self.plan = config, world, mnist, plan
+        self.history, self.start_epoch, self.stop, self.save = history, start_epoch, stop, save
+        self.stopped_by_signal = False
+        self.time_to_target: dict[str, Any] | None = None
+        self.fit_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.epoch_start
+        optimizer = self.model.optimizer
+        scores, stop_votes = evaluate.aggregated(self.model, self.mnist.validation, self.world, f"val_{epoch}",
+                                                 float(self.stop.received is not None))
+        steps_done = int(optimizer.iterations) - epoch * self.plan.steps_per_epoch
+        images = min(steps_done * self.plan.batch_size * self.world.size, len(self.mnist.train))
+        record = {"epoch": epoch + 1, "images": images, "loss": float(logs["loss"]),
+                  "accuracy": float(logs["accuracy"]), "val_loss": scores.loss, "val_accuracy": scores.accuracy,
+                  "val_correct": scores.correct, "seconds": seconds, "images_per_second": images / seconds,
+                  "learning_rate": float(optimizer.learning_rate)}  # the rate of the last step
+        if self.config.target_accuracy:
+            self._check_target(epoch, record)
+        self.history.append(record)
+        logs.update(val_loss=scores.loss, val_accuracy=scores.accuracy)
+        if self.world.is_root:
+            self.save(epoch + 1)
+        if stop_votes:
+            self.model.stop_training = True
+            self.stopped_by_signal = True
+
+    def _check_target(self, epoch: int, record: dict[str, Any]) -> None:
+        test, _ = evaluate.aggregated(self.model, self.mnist.test, self.world, f"test_{epoch}")
+        record["test_accuracy"] = test.accuracy
+        if test.accuracy >= self.config.target_accuracy and self.time_to_target is None:
+            trained = sum(h["seconds"] for h in self.history if h["epoch"] > self.start_epoch) + record["seconds"]
+            self.time_to_target = {"epoch": epoch + 1, "training_seconds": trained,
+                                   "wall_seconds": time.perf_counter() - self.fit_start}
+            self.model.stop_training = True
+
+
+class StepBudget(tf.keras.callbacks.Callback):
+    """Stops ``fit`` once the optimizer has made ``total_steps`` steps (same step on every rank)."""
+
+    def __init__(self, total_steps: int) -> None:
+        super().__init__()
+        self.total_steps = total_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.total_steps:
+            self.model.stop_training = True
+
+
 # ------------------------------------------------------------------ the run
+def compile_model(config: TrainConfig, recipe: Recipe, precision: str, world: distributed.World,
+                  plan: ShardPlan, total_steps: int) -> tf.keras.Model:
+    hvd = distributed.hvd_module()
+    model = models.build(config.model, DTYPE_POLICIES[precision], seed=config.seed)
+    lr = learning_rate_schedule(recipe.lr, world.size, config.scale_lr,
+                                int(config.warmup_epochs * plan.steps_per_epoch), total_steps, recipe.schedule)
+    compression = hvd.Compression.fp16 if config.fp16_allreduce else hvd.Compression.none
+    optimizer = hvd.DistributedOptimizer(make_optimizer(recipe, lr), compression=compression)
+    if precision == "fp16":  # float16 gradients underflow without dynamic loss scaling (bf16 needs none)
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=["accuracy"])
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def restore(model: tf.keras.Model, found: checkpoint.Checkpoint | None, start_epoch: int,
+            steps_per_epoch: int) -> None:
+    """Rank 0 loads ``found``; every rank then gets rank 0's weights and optimizer state."""
+    optimizer = model.optimizer
+    if found:
+        model.set_weights(found.model_weights)
+        for variable, value in zip(optimizer.variables, found.optimizer_variables):
+            variable.assign(value)
+    distributed.broadcast_variables(model.variables + optimizer.variables)
+    optimizer.iterations.assign(start_epoch * steps_per_epoch)  # the schedule follows this world size
+
+
 def run(config: TrainConfig) -> int:
     """Train on every rank; rank 0 writes RUN_DIR. Returns the process exit code."""
     t_start = time.perf_counter()
     stop = StopRequest()
     world = distributed.init(config.knobs, config.intra_op_threads, config.inter_op_threads)
-    hvd = distributed.hvd_module()
-    import tensorflow as tf
-
-    run_dir = Path(config.out)
-    ckpt_dir = run_dir / "checkpoints"
-    log = print if world.is_root else (lambda *a, **k: None)
+    if not world.is_root:  # console output comes from rank 0 only
+        tf.get_logger().setLevel("ERROR")
+    tf.keras.utils.set_random_seed(config.seed + world.rank)
+    run_dir, ckpt_dir = Path(config.out), Path(config.out) / "checkpoints"
     recipe = config.resolved_recipe()
     precision = choose_precision(config.precision, _gpu_compute_capability())
-    tf.keras.utils.set_random_seed(config.seed + world.rank)
 
     mnist = data.load(config.data_dir, layout=LAYOUTS[config.model])
     plan = shard_plan(len(mnist.train), world.size, recipe.batch_size)
-    if recipe.steps:  # a step budget is set at world size 1; N ranks share it
-        total_steps = math.ceil(recipe.steps / world.size)
-        epochs = math.ceil(total_steps / plan.steps_per_epoch)
-    else:
-        epochs = recipe.epochs
-        total_steps = epochs * plan.steps_per_epoch
+    epochs, total_steps = step_budget(recipe, plan, world.size)
 
-    # resume: rank 0 picks the checkpoint, everybody learns its metadata
     found = checkpoint.resolve(config.resume, ckpt_dir, config.model) if world.is_root else None
     meta = distributed.broadcast_object(found.meta if found else None, name="resume_meta")
-    start_epoch = meta["epoch"] if meta else 0
-    history: list[dict[str, Any]] = meta["history"] if meta else []
-
-    model = models.build(config.model, DTYPE_POLICIES[precision], seed=config.seed)
-    warmup_steps = int(config.warmup_epochs * plan.steps_per_epoch)
-    lr = learning_rate_schedule(recipe.lr, world.size, config.scale_lr, warmup_steps, total_steps,
-                                recipe.schedule)
-    compression = hvd.Compression.fp16 if config.fp16_allreduce else hvd.Compression.none
-    optimizer = hvd.DistributedOptimizer(make_optimizer(recipe, lr), compression=compression)
-    model.compile(optimizer=optimizer,
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=["accuracy"], jit_compile=False)
-    optimizer.build(model.trainable_variables)
+    start_epoch, history = (meta["epoch"], meta["history"]) if meta else (0, [])
+    model = compile_model(config, recipe, precision, world, plan, total_steps)
+    restore(model, found, start_epoch, plan.steps_per_epoch)
     if found:
-        model.set_weights(found.model_weights)
-        for variable, value in zip(optimizer.variables, found.optimizer_variables):
-            variable.assign(value)
-        log(f"resumed from {found.path} (epoch {start_epoch})")
-    distributed.broadcast_variables(model.variables + optimizer.variables)
-    optimizer.iterations.assign(start_epoch * plan.steps_per_epoch)
+        print(f"resumed from {found.path} (epoch {start_epoch})")
 
-    def save_checkpoint(epoch: int) -> None:
-        ckpt_meta = {"model": config.model, "epoch": epoch, "history": history,
-                     "world_size": world.size, "config": _jsonable(config)}
-        optimizer_values = [v.numpy() for v in optimizer.variables]
-        checkpoint.save(ckpt_dir, ckpt_meta, model.get_weights(), optimizer_values,
+    def save(epoch: int) -> None:
+        meta = {"model": config.model, "epoch": epoch, "history": history, "world_size": world.size,
+                "config": json.loads(json.dumps(asdict(config), default=str))}
+        checkpoint.save(ckpt_dir, meta, model.get_weights(), [v.numpy() for v in model.optimizer.variables],
                         keep=config.keep_checkpoints)
 
-    class EpochEnd(tf.keras.callbacks.Callback):
-        """Exact validation, agreement on stopping, history and rank-0 checkpoint."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            seconds = time.perf_counter() - self.t0
-            scores, stop_votes = evaluate.aggregated(self.model, mnist.validation, world, f"val_{epoch}",
-                                           float(stop.received is not None))
-            steps_done = int(optimizer.iterations) - epoch * plan.steps_per_epoch
-            images = min(steps_done * plan.batch_size * world.size, len(mnist.train))
-            record = {"epoch": epoch + 1, "images": images, "loss": float(logs["loss"]),
-                      "accuracy": float(logs["accuracy"]), "val_loss": scores.loss,
-                      "val_accuracy": scores.accuracy, "val_correct": scores.correct,
-                      "seconds": seconds, "images_per_second": images / seconds,
-                      "learning_rate": float(lr(optimizer.iterations))}
-            if config.target_accuracy:
-                test_scores, _ = evaluate.aggregated(self.model, mnist.test, world, f"test_{epoch}")
-                record["test_accuracy"] = test_scores.accuracy
-                training_seconds = sum(h["seconds"] for h in history if h["epoch"] > start_epoch) + seconds
-                if test_scores.accuracy >= config.target_accuracy and "time_to_target" not in reached:
-                    reached["time_to_target"] = {"epoch": epoch + 1, "training_seconds": training_seconds,
-                                                 "wall_seconds": time.perf_counter() - t_fit}
-                    self.model.stop_training = True
-            history.append(record)
-            logs.update(val_loss=scores.loss, val_accuracy=scores.accuracy)
-            if world.is_root:
-                save_checkpoint(epoch + 1)
-            if stop_votes:
-                self.model.stop_training = True
-                self.stopped_by_signal = True
-
-    reached: dict[str, Any] = {}
-    epoch_end = EpochEnd()
-    epoch_end.stopped_by_signal = False
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-                 hvd.callbacks.MetricAverageCallback(),
-                 epoch_end]
+    epoch_end = EpochEnd(config, world, mnist, plan, history, start_epoch, stop, save)
+    callbacks = [distributed.hvd_module().callbacks.BroadcastGlobalVariablesCallback(0),
+                 distributed.hvd_module().callbacks.MetricAverageCallback(), epoch_end]
     if recipe.steps:
-        def stop_at_budget(batch, logs):
-            model.stop_training = model.stop_training or int(optimizer.iterations) >= total_steps
-        callbacks.append(tf.keras.callbacks.LambdaCallback(on_train_batch_end=stop_at_budget))
+        callbacks.append(StepBudget(total_steps))
     if world.is_root:
         callbacks.append(tf.keras.callbacks.TensorBoard(run_dir / "tensorboard", profile_batch=0))
 
     startup_seconds = time.perf_counter() - t_start
-    t_fit = time.perf_counter()
-    if start_epoch < epochs and int(optimizer.iterations) < total_steps:
-        dataset = training_dataset(mnist.train, world, plan, start_epoch, epochs, config.seed)
-        model.fit(dataset, epochs=epochs, initial_epoch=start_epoch,
-                  steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
+    t_fit = epoch_end.fit_start = time.perf_counter()
+    if start_epoch < epochs and int(model.optimizer.iterations) < total_steps:
+        model.fit(training_dataset(mnist.train, world, plan, start_epoch, epochs, config.seed), epochs=epochs,
+                  initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
                   verbose=2 if world.is_root else 0)
     fit_seconds = time.perf_counter() - t_fit
 
     test, _ = evaluate.aggregated(model, mnist.test, world, "test")
     trained = sum(h["images"] for h in history if h["epoch"] > start_epoch)
     metrics = {
-        "model": config.model, "recipe": config.recipe, "precision": precision,
-        "world_size": world.size, "status": "interrupted" if epoch_end.stopped_by_signal else "completed",
+        "model": config.model, "recipe": config.recipe, "precision": precision, "world_size": world.size,
+        "status": "interrupted" if epoch_end.stopped_by_signal else "completed",
         "epochs_completed": len(history), "history": history,
         "test_accuracy": test.accuracy, "test_loss": test.loss, "test_correct": test.correct,
         "images_per_second": trained / fit_seconds if fit_seconds > 0 else 0.0,
         "wall_seconds": fit_seconds, "startup_seconds": startup_seconds,
-        "global_batch_size": recipe.batch_size * world.size, "steps": int(optimizer.iterations),
+        "global_batch_size": recipe.batch_size * world.size, "steps": int(model.optimizer.iterations),
         "recipe_settings": asdict(recipe), "versions": versions(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "target_accuracy": config.target_accuracy, "time_to_target": reached.get("time_to_target"),
+        "target_accuracy": config.target_accuracy, "time_to_target": epoch_end.time_to_target,
         "hosts": distributed.gather_hostnames(),
     }
     if world.is_root:
-        plain = models.build(config.model)
+        plain = models.build(config.model)  # float32, no Horovod optimizer: loads with plain tf.keras
         plain.set_weights(model.get_weights())
         plain.save(run_dir / "model.keras")
         write_json_atomic(run_dir / "metrics.json", metrics)
-        log(f"{config.model}: test accuracy {test.accuracy:.4f} ({test.correct}/{test.count}) "
-            f"on {world.size} rank(s) in {fit_seconds:.1f} s; run directory {run_dir.resolve()}")
+        print(f"{config.model}: test accuracy {test.accuracy:.4f} ({test.correct}/{test.count}) "
+              f"on {world.size} rank(s) in {fit_seconds:.1f} s; run directory {run_dir.resolve()}")
     return INTERRUPTED_EXIT if epoch_end.stopped_by_signal else 0
-
-
-def _jsonable(config: TrainConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(config), default=str))

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, launch, metrics_of
 
 QUICK = ["--model", "simple", "--synthetic", "--warmup-steps", "2", "--windows", "3", "--window-steps", "5"]
@@ -49,3 +51,27 @@ def test_time_to_accuracy_stops_at_the_target(tmp_path, mnist_dir):
     assert reached and reached["epoch"] == metrics["epochs_completed"] < 10
     assert metrics["history"][-1]["test_accuracy"] >= 0.9 > max([h["test_accuracy"] for h in metrics["history"][:-1]] or [0])
     assert 0 < reached["training_seconds"] <= reached["wall_seconds"]
+
+
+def test_scaling_model_behaves():
+    from mnist_hpc import bench
+
+    bandwidth, latency = bench.INTERCONNECTS["100 Gb/s InfiniBand"]
+    assert bench.projected_efficiency(1, 128, 10e12, bandwidth, latency) == 1.0
+    effs = [bench.projected_efficiency(n, 128, 10e12, bandwidth, latency) for n in (2, 4, 8, 64)]
+    assert effs == sorted(effs, reverse=True) and 0 < effs[-1] < effs[0] < 1
+    # a bigger batch per worker, fp16 compression or a faster network all help
+    assert bench.projected_efficiency(8, 512, 10e12, bandwidth, latency) > effs[2]
+    assert bench.projected_efficiency(8, 128, 10e12, bandwidth, latency, bytes_per_parameter=2) > effs[2]
+    assert bench.projected_efficiency(8, 128, 10e12, *bench.INTERCONNECTS["200 Gb/s InfiniBand"]) > effs[2]
+    # ring all-reduce moves 2(N-1)/N of the payload: 13.1 MB at 12.5 GB/s, N -> large: ~2.1 ms
+    assert bench.ring_allreduce_seconds(64, 13_098_536, 12.5e9, 0) == pytest.approx(2 * 63 / 64 * 13_098_536 / 12.5e9)
+    assert "| 25 Gb/s Ethernet |" in bench.scaling_table(128, 10e12)
+
+
+def test_measured_allreduce(tmp_path):
+    out = tmp_path / "allreduce.json"
+    launch(2, "bench", "allreduce", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 2 and result["payload_bytes"] == 3_274_634 * 4
+    assert result["seconds"] > 0 and result["bus_bandwidth_bytes_per_second"] > 0

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# run.sh - the measurements behind benchmarks/RESULTS.md, run one after another on an idle machine.
+#   bash benchmarks/run.sh [GROUP ...]     groups: recipes peak baseline sweep allreduce tta cnn-default cnn-seed bf16
+# Results (metrics.json / bench JSON) are copied to benchmarks/results/<name>.json.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export TF_CPP_MIN_LOG_LEVEL=2
+export MNIST_HPC_DATA=${MNIST_HPC_DATA:-$(cd .. && pwd)/shared/data/mnist}
+PY=.venv/bin/python
+RUNS=${RUNS:-/tmp/mnist-hpc-bench}
+OUT=benchmarks/results
+REPEATS=${REPEATS:-3}
+mkdir -p "$RUNS" "$OUT"
+local2() { $PY launchers/local.py --np 2 "$@"; }
+train() {  # NAME ARGS...: 2-rank training, metrics copied to results
+  local name=$1; shift
+  local2 train "$@" --out "$RUNS/$name" --resume never > "$RUNS/$name.log" 2>&1
+  cp "$RUNS/$name/metrics.json" "$OUT/$name.json"
+  echo "$name: $(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(f\"test {m['test_accuracy']:.4f}, training {m['wall_seconds']:.1f} s, start-up {m['startup_seconds']:.1f} s, time_to_target {m.get('time_to_target')}\")" "$OUT/$name.json")"
+}
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(recipes peak baseline sweep allreduce tta cnn-default cnn-seed bf16)
+for group in "${groups[@]}"; do
+  case $group in
+    recipes)
+      for i in $(seq "$REPEATS"); do
+        train "simple-seed-np2-$i" --model simple --recipe seed
+        train "simple-default-np2-$i" --model simple --recipe default
+      done ;;
+    peak)
+      for i in $(seq "$REPEATS"); do $PY -m mnist_hpc bench peak --out "$OUT/peak-$i.json" > /dev/null; done ;;
+    baseline)  # Horovod (1 process) vs plain tf.keras, same model and batch, same process
+      for i in $(seq "$REPEATS"); do
+        $PY -m mnist_hpc bench throughput --model cnn --batch-size 128 --compare-plain --out "$OUT/baseline-cnn-$i.json" > /dev/null
+      done ;;
+    sweep)  # 1 and 2 ranks, 128 images per rank (weak scaling)
+      for i in $(seq "$REPEATS"); do
+        local2 --out "$RUNS/sweep-$i" sweep -- --model cnn --batch-size 128 > "$RUNS/sweep-$i.log" 2>&1
+        cp "$RUNS/sweep-$i/report.json" "$OUT/sweep-cnn-$i.json"
+      done ;;
+    allreduce)  # the CNN's 13.1 MB gradient all-reduce between 2 local ranks, and 1-core compute per step
+      for i in $(seq "$REPEATS"); do
+        local2 bench allreduce --out "$OUT/allreduce-np2-$i.json" > /dev/null
+        $PY -m mnist_hpc bench throughput --model cnn --batch-size 128 --threads 1 --out "$OUT/cnn-1thread-$i.json" > /dev/null
+      done ;;
+    tta) train cnn-tta-9925-np2 --model cnn --target-accuracy 0.9925 ;;
+    cnn-default) train cnn-default-np2 --model cnn ;;
+    cnn-seed) train cnn-seed-np2 --model cnn --recipe seed ;;
+    bf16)
+      for i in $(seq "$REPEATS"); do
+        $PY -m mnist_hpc bench throughput --model cnn --batch-size 128 --precision bf16 --out "$OUT/bf16-cnn-$i.json" > /dev/null
+      done ;;
+    *) echo "unknown group $group" >&2; exit 2 ;;
+  esac
+done
