@@ -197,7 +197,7 @@ class EpochEnd(tf.keras.callbacks.Callback):
                                                  float(self.stop.received is not None))
         steps_done = int(optimizer.iterations) - epoch * self.plan.steps_per_epoch
         images = min(steps_done * self.plan.batch_size * self.world.size, len(self.mnist.train))
-        record = {"epoch": epoch + 1, "images": images, "loss": float(logs["loss"]),
+        record = {"epoch": epoch + 1, "steps": steps_done, "images": images, "loss": float(logs["loss"]),
                   "accuracy": float(logs["accuracy"]), "val_loss": scores.loss, "val_accuracy": scores.accuracy,
                   "val_correct": scores.correct, "seconds": seconds, "images_per_second": images / seconds,
                   "learning_rate": float(optimizer.learning_rate)}  # the rate of the last step
@@ -262,6 +262,19 @@ def restore(model: tf.keras.Model, found: checkpoint.Checkpoint | None, start_ep
     optimizer.iterations.assign(start_epoch * steps_per_epoch)  # the schedule follows this world size
 
 
+def resume_point(meta: dict[str, Any] | None) -> tuple[int, list[dict[str, Any]]]:
+    """(first epoch to train, history so far) from a checkpoint's metadata.
+
+    An epoch cut short by a step budget is trained again from its start (the weights keep its
+    progress) and its history entry is dropped, so no epoch appears twice.
+    """
+    if not meta:
+        return 0, []
+    if meta.get("partial"):
+        return meta["epoch"] - 1, meta["history"][:-1]
+    return meta["epoch"], meta["history"]
+
+
 def run(config: TrainConfig) -> int:
     """Train on every rank; rank 0 writes RUN_DIR. Returns the process exit code."""
     t_start = time.perf_counter()
@@ -280,15 +293,16 @@ def run(config: TrainConfig) -> int:
 
     found = checkpoint.resolve(config.resume, ckpt_dir, config.model) if world.is_root else None
     meta = distributed.broadcast_object(found.meta if found else None, name="resume_meta")
-    start_epoch, history = (meta["epoch"], meta["history"]) if meta else (0, [])
+    start_epoch, history = resume_point(meta)
     model = compile_model(config, recipe, precision, world, plan, total_steps)
     restore(model, found, start_epoch, plan.steps_per_epoch)
     if found:
         print(f"resumed from {found.path} (epoch {start_epoch})")
 
     def save(epoch: int) -> None:
-        meta = {"model": config.model, "epoch": epoch, "history": history, "world_size": world.size,
-                "config": json.loads(json.dumps(asdict(config), default=str))}
+        partial = history[-1]["steps"] < plan.steps_per_epoch  # a step budget ended this epoch early
+        meta = {"model": config.model, "epoch": epoch, "partial": partial, "history": history,
+                "world_size": world.size, "config": json.loads(json.dumps(asdict(config), default=str))}
         checkpoint.save(ckpt_dir, meta, model.get_weights(), [v.numpy() for v in model.optimizer.variables],
                         keep=config.keep_checkpoints)
 

@@ -130,3 +130,10 @@ def test_cpu_ranks_yield_their_cores_unless_told_otherwise():
     assert distributed.cpu_rank_environment(0, {}) == distributed.CPU_RANK_DEFAULTS
     assert distributed.cpu_rank_environment(0, {"HOROVOD_CYCLE_TIME": "1"}) == {"OMPI_MCA_mpi_yield_when_idle": "1"}
     assert distributed.cpu_rank_environment(4, {}) == {}  # GPU ranks keep Horovod's and MPI's defaults
+
+
+def test_resume_point_redoes_an_epoch_cut_short_by_a_step_budget():
+    history = [{"epoch": 1, "steps": 430}, {"epoch": 2, "steps": 60}]
+    assert train.resume_point({"epoch": 2, "partial": True, "history": history}) == (1, history[:1])
+    assert train.resume_point({"epoch": 2, "partial": False, "history": history}) == (2, history)
+    assert train.resume_point(None) == (0, [])

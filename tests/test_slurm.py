@@ -233,3 +233,25 @@ def test_submitit_scaling_sweep(slurm_env, tmp_path):
     assert "[2/2] 2 node(s)" in result.stdout and "| workers |" in result.stdout
     rows = json.loads((tmp_path / "sweep" / "report.json").read_text())
     assert [r["workers"] for r in rows] == [1, 2]
+
+
+def test_readme_gpu_examples_render_as_documented(slurm_env, tmp_path):
+    """The GPU layouts in the README, as far as a machine without GPUs can check them."""
+    rendered = subprocess.run([sys.executable, "-m", "mnist_hpc", "slurm", "render", "train_cnn", "--nodes", "4",
+                               "--ntasks-per-node", "4", "--gpus-per-node", "4", "--cpus-per-task", "8",
+                               "--partition", "gpu", "--account", "myproject", "--time", "01:00:00"],
+                              capture_output=True, text=True, check=True).stdout
+    for line in ("--nodes=4", "--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=8", "--partition=gpu",
+                 "--account=myproject", "--time=01:00:00", "--signal=B:USR1@90", "--requeue"):
+        assert f"#SBATCH {line}\n" in rendered
+    assert "srun --mpi=pmix" in rendered
+    dry = submit("--dry-run", "--nodes", "4", "--ntasks-per-node", "4", "--gpus-per-node", "4", "--partition", "gpu",
+                 "--account", "myproject", "--setup", "module load openmpi", "--", "--model", "cnn",
+                 env=slurm_env, cwd=tmp_path, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    for line in ("--nodes=4", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu", "--account=myproject"):
+        assert f"#SBATCH {line}" in dry.stdout
+    assert "module load openmpi" in dry.stdout and "--mpi=pmix" in dry.stdout
+    refused = subprocess.run([sys.executable, "-m", "mnist_hpc", "slurm", "render", "train_cnn",
+                              "--ntasks-per-node", "8", "--gpus-per-node", "4"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "one task per GPU" in refused.stderr and refused.stdout == ""

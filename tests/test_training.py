@@ -95,3 +95,18 @@ def test_horovodrun_launches_the_same_code(tmp_path, mnist_dir):
                             capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics_of(run_dir)["world_size"] == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_checkpoints_and_resumes(tmp_path, mnist_dir, precision):
+    """bf16 (and fp16 with loss scaling) work with the DistributedOptimizer and with resume."""
+    run_dir = tmp_path / precision
+    common = ["train", "--model", "cnn", "--precision", precision, "--batch-size", "32", "--out", str(run_dir),
+              "--data-dir", str(mnist_dir)]
+    launch(2, *common, "--steps", "120")
+    first = metrics_of(run_dir)
+    assert first["precision"] == precision and first["steps"] == 60
+    resumed = launch(2, *common, "--steps", "1000")
+    assert "resumed from" in resumed.stdout
+    metrics = metrics_of(run_dir)
+    assert metrics["steps"] == 500 and metrics["test_accuracy"] >= 0.95
