@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run.sh - the measurements behind benchmarks/RESULTS.md, run one after another on an idle machine.
-#   bash benchmarks/run.sh [GROUP ...]     groups: recipes peak baseline sweep allreduce tta cnn-default cnn-seed bf16
+#   bash benchmarks/run.sh [GROUP ...]     groups: recipes peak baseline sweep allreduce slurm tta cnn-default cnn-seed cnn-default-bf16 bf16
 # Results (metrics.json / bench JSON) are copied to benchmarks/results/<name>.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,7 +19,7 @@ train() {  # NAME ARGS...: 2-rank training, metrics copied to results
   echo "$name: $(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(f\"test {m['test_accuracy']:.4f}, training {m['wall_seconds']:.1f} s, start-up {m['startup_seconds']:.1f} s, time_to_target {m.get('time_to_target')}\")" "$OUT/$name.json")"
 }
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(recipes peak baseline sweep allreduce tta cnn-default cnn-seed bf16)
+[ ${#groups[@]} -gt 0 ] || groups=(recipes peak baseline sweep allreduce slurm tta cnn-default cnn-seed cnn-default-bf16 bf16)
 for group in "${groups[@]}"; do
   case $group in
     recipes)
@@ -43,9 +43,23 @@ for group in "${groups[@]}"; do
         local2 bench allreduce --out "$OUT/allreduce-np2-$i.json" > /dev/null
         $PY -m mnist_hpc bench throughput --model cnn --batch-size 128 --threads 1 --out "$OUT/cnn-1thread-$i.json" > /dev/null
       done ;;
+    slurm)  # the sweep at 1 and 2 nodes of the local SLURM cluster (both "nodes" share this machine's 2 cores)
+      tests/slurm/cluster.sh start > /dev/null
+      eval "$(tests/slurm/cluster.sh env)"
+      for i in $(seq "$REPEATS"); do
+        dir=$RUNS/slurm-sweep-$i
+        rm -rf "$dir"
+        MNIST_HPC_SWEEP_DIR=$dir MNIST_HPC_ARGS="--model cnn --batch-size 128" \
+          MNIST_HPC_SETUP="source $PWD/.venv/bin/activate" slurm/scaling_sweep.sh 1 2 > "$dir.log"
+        report=$(sed -n 's/^submitted report: job \([0-9]*\).*/\1/p' "$dir.log")
+        while [ -n "$(squeue -h -j "$report" 2>/dev/null)" ]; do sleep 2; done
+        cp "$dir/report.json" "$OUT/slurm-sweep-cnn-$i.json"
+        cp "$dir/np2.json" "$OUT/slurm-np2-cnn-$i.json"
+      done ;;
     tta) train cnn-tta-9925-np2 --model cnn --target-accuracy 0.9925 ;;
     cnn-default) train cnn-default-np2 --model cnn ;;
     cnn-seed) train cnn-seed-np2 --model cnn --recipe seed ;;
+    cnn-default-bf16) train cnn-default-bf16-np2 --model cnn --precision bf16 ;;
     bf16)
       for i in $(seq "$REPEATS"); do
         $PY -m mnist_hpc bench throughput --model cnn --batch-size 128 --precision bf16 --out "$OUT/bf16-cnn-$i.json" > /dev/null

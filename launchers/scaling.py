@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import submitit
@@ -47,9 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = {}
         for nodes in options.node_counts:
             result_file = out / f"np{nodes * (options.ntasks_per_node or base.ntasks_per_node)}.json"
-            specs[nodes] = (jobspec.JobSpec((*base.args, *argv[split + 1:], "--out", str(result_file)),
-                                            python=sys.executable, name=base.name, time=base.time,
-                                            cpus_per_task=base.cpus_per_task).with_resources(
+            specs[nodes] = (replace(base, args=(*base.args, *argv[split + 1:], "--out", str(result_file)),
+                                    python=sys.executable).with_resources(
                 nodes=nodes, ntasks_per_node=options.ntasks_per_node, gpus_per_node=options.gpus_per_node,
                 cpus_per_task=options.cpus_per_task, time=options.time, partition=options.partition,
                 account=options.account, name=options.job_name), str(result_file))

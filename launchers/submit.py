@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import submitit
@@ -63,9 +64,7 @@ def build_spec(options: argparse.Namespace, train_args: list[str]) -> tuple[jobs
     run_dir = str(Path(train_args[out_index]).absolute())
     train_args[out_index] = run_dir
     base = jobspec.TEMPLATES["train_cnn"].spec
-    spec = jobspec.JobSpec(("train", *train_args), python=sys.executable, name=base.name, nodes=base.nodes,
-                           ntasks_per_node=base.ntasks_per_node, cpus_per_task=base.cpus_per_task,
-                           time=base.time).with_resources(
+    spec = replace(base, args=("train", *train_args), python=sys.executable).with_resources(
         name=options.job_name, nodes=options.nodes, ntasks_per_node=options.ntasks_per_node,
         gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task, time=options.time,
         partition=options.partition, account=options.account)

@@ -48,6 +48,13 @@ positive_float = _number(float, 0.0, False, "a positive number")
 non_negative_float = _number(float, 0.0, True, "a non-negative number")
 
 
+def accuracy(text: str) -> float:
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy in (0, 1]")
+    return value
+
+
 # ------------------------------------------------------------------ checks needing the file system
 def check_writable_dir(path: Path, option: str) -> None:
     """``path`` exists as a writable folder or can be created (its nearest existing parent is writable)."""
@@ -123,15 +130,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion-threshold-mb", type=non_negative_float, help="HOROVOD_FUSION_THRESHOLD in MiB")
     p.add_argument("--cycle-time-ms", type=positive_float, help="HOROVOD_CYCLE_TIME")
     p.add_argument("--timeline", help="write a Horovod timeline to this JSON file")
-    p.add_argument("--target-accuracy", type=_number(float, 0.0, False, "a number in (0, 1]"),
+    p.add_argument("--target-accuracy", type=accuracy,
                    help="time-to-accuracy benchmark: evaluate the test set each epoch, stop at this accuracy")
     p.add_argument("--dry-run", action="store_true", help="validate the arguments and print the run; do not train")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """Validate the parsed ``train`` arguments against the file system; build the config."""
-    if args.resume not in ("auto", "never") and not Path(args.resume).exists():
-        raise UsageError(f"--resume: {args.resume!r} is not auto, never or an existing checkpoint file")
     check_data(args.data_dir)
     run_dir = Path(args.out)
     check_writable_dir(run_dir, "--out")
@@ -188,7 +193,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
-    from .train import write_json_atomic
 
     if args.dry_run:
         if args.action == "throughput" and not args.synthetic:
@@ -196,7 +200,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"would run bench {args.action}")
         return 0
     if args.action == "report":
-        print(bench.report(Path(args.results)).read_text(), end="")
+        if not args.results:
+            raise UsageError("bench report: give the folder of a sweep's np*.json results")
+        try:
+            print(bench.report(Path(args.results)).read_text(), end="")
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         return 0
     if args.action == "peak":
         distributed.configure_threads(args.intra_op_threads or len(os.sched_getaffinity(0)), 2)
@@ -209,12 +218,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         config = bench.BenchConfig(args.model, args.batch_size, args.synthetic, args.warmup_steps, args.windows,
                                    args.window_steps, args.precision, args.compare_plain, args.data_dir,
                                    args.intra_op_threads)
-        result = bench.throughput(config, HorovodKnobs(args.fusion_threshold_mb, None, args.timeline))
+        try:
+            result = bench.throughput(config, HorovodKnobs(args.fusion_threshold_mb, None, args.timeline))
+        except ValueError as err:  # e.g. --compare-plain under a launcher
+            raise UsageError(str(err)) from None
     if rundir.launcher_rank() == 0:
         print(json.dumps(result, indent=2))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(Path(args.out), result)
+            rundir.write_json_atomic(Path(args.out), result)
     return 0
 
 
@@ -238,7 +250,7 @@ def add_resource_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ntasks-per-node", type=positive_int, help="one per GPU on GPU nodes")
     p.add_argument("--gpus-per-node", type=non_negative_int)
     p.add_argument("--cpus-per-task", type=positive_int)
-    p.add_argument("--time", help="MINUTES, HH:MM:SS or D-HH:MM:SS")
+    p.add_argument("--time", help="SLURM time limit: MINUTES, MINUTES:SECONDS, HH:MM:SS or D-HH[:MM[:SS]]")
     p.add_argument("--partition")
     p.add_argument("--account")
 
@@ -292,6 +304,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner off unless asked for
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -16,8 +16,10 @@ from typing import Sequence
 
 from .config import INTERRUPTED_EXIT
 
+# Debian's Open MPI works under srun only with PMIx; one dead rank ends the whole step
+SRUN_OPTIONS = ("--mpi=pmix", "--kill-on-bad-exit=1")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TIME_RE = re.compile(r"^(?:(\d+)-)?(\d{1,2}):(\d{2})(?::(\d{2}))?$|^(\d+)$")
+TIME_RE = re.compile(r"(?:(\d+)-)?(\d+(?::\d+){0,2})")
 
 
 class JobSpecError(ValueError):
@@ -25,21 +27,22 @@ class JobSpecError(ValueError):
 
 
 def parse_time(text: str) -> int:
-    """SLURM time ``[D-]HH:MM[:SS]`` or minutes -> seconds."""
-    match = TIME_RE.match(text.strip())
+    """A SLURM time limit -> seconds: MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS,
+    DAYS-HOURS, DAYS-HOURS:MINUTES or DAYS-HOURS:MINUTES:SECONDS."""
+    match = TIME_RE.fullmatch(text.strip())
     if not match:
-        raise JobSpecError(f"--time: {text!r} is not a SLURM time (MINUTES, HH:MM:SS or D-HH:MM:SS)")
-    days, hours, minutes, seconds, plain = match.groups()
-    if plain is not None:
-        return int(plain) * 60
-    if int(minutes) > 59 or (seconds and int(seconds) > 59):
+        raise JobSpecError(f"--time: {text!r} is not a SLURM time "
+                           "(MINUTES, MINUTES:SECONDS, HH:MM:SS or D-HH[:MM[:SS]])")
+    days, clock = match.group(1), [int(part) for part in match.group(2).split(":")]
+    if days is not None:
+        hours, minutes, seconds = (clock + [0, 0])[:3]
+    elif len(clock) == 3:
+        hours, minutes, seconds = clock
+    else:
+        hours, minutes, seconds = 0, clock[0], (clock[1:] or [0])[0]
+    if seconds > 59 or (minutes > 59 and (hours or days is not None)):
         raise JobSpecError(f"--time: {text!r} has minutes or seconds above 59")
-    return ((int(days or 0) * 24 + int(hours)) * 60 + int(minutes)) * 60 + int(seconds or 0)
-
-
-def format_time(seconds: int) -> str:
-    days, rest = divmod(seconds, 86_400)
-    return f"{days}-{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def check_name(option: str, value: str | None) -> None:
@@ -108,8 +111,7 @@ class JobSpec:
         return options
 
     def srun_command(self) -> list[str]:
-        return ["srun", "--mpi=pmix", f"--cpus-per-task={self.cpus_per_task}", "--kill-on-bad-exit=1",
-                *self.command()]
+        return ["srun", *SRUN_OPTIONS, f"--cpus-per-task={self.cpus_per_task}", *self.command()]
 
     def mpirun_command(self) -> list[str]:
         """A local launch of ``world_size`` ranks on this machine."""
@@ -131,7 +133,7 @@ class JobSpec:
         parameters: dict[str, object] = {
             "name": self.name, "nodes": self.nodes, "tasks_per_node": self.ntasks_per_node,
             "cpus_per_task": self.cpus_per_task, "timeout_min": max(1, self.time_seconds // 60),
-            "slurm_srun_args": ["--mpi=pmix", "--kill-on-bad-exit=1"],
+            "slurm_srun_args": list(SRUN_OPTIONS),
             "slurm_signal_delay_s": self.signal_seconds, "slurm_setup": list(setup),
         }
         if self.gpus_per_node:
@@ -185,7 +187,7 @@ echo "job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELI
 # ---- train; on the warning signal, ranks finish the epoch, checkpoint, exit 75 and we requeue
 srun_pid=
 trap 'echo "caught USR1: checkpointing at the end of this epoch, then requeueing"; [ -n "$srun_pid" ] && kill -USR1 "$srun_pid"' USR1
-srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" "${command[@]}" &
+srun __SRUN_OPTIONS__ --cpus-per-task="$SLURM_CPUS_PER_TASK" "${command[@]}" &
 srun_pid=$!
 wait "$srun_pid"
 status=$?
@@ -219,7 +221,8 @@ def render_sbatch(name: str, spec: JobSpec | None = None) -> str:
         "#SBATCH --output=slurm-%x-%j.out",
         "",
     ]
-    body = SBATCH_BODY.replace("__COMMAND__", shlex.join(spec.command())).replace("__OUT__", template.out)
+    body = (SBATCH_BODY.replace("__COMMAND__", shlex.join(spec.command())).replace("__OUT__", template.out)
+            .replace("__SRUN_OPTIONS__", shlex.join(SRUN_OPTIONS)))
     return "\n".join(lines) + body.replace("__INTERRUPTED__", str(INTERRUPTED_EXIT))
 
 

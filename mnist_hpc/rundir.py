@@ -8,10 +8,12 @@ stuck; a second job pointed at the same directory is refused with the holder's h
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
+import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 PRIVATE_UMASK = 0o027  # directories 0750, files 0640: nothing for other users
 RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
@@ -48,3 +50,13 @@ def claim(run_dir: Path) -> None:
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     handle.flush()
     _held.append(handle)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON via a temporary file and a rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as out:
+        json.dump(payload, out, indent=2)
+        out.write("\n")
+    os.chmod(tmp, 0o640)
+    os.replace(tmp, path)

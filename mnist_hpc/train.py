@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import signal
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import checkpoint, data, distributed, evaluate, models
+from .rundir import write_json_atomic
 from .config import DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe, TrainConfig
 
 
@@ -90,14 +90,16 @@ def training_dataset(split: data.Split, world: distributed.World, plan: ShardPla
     indices = np.concatenate([p[0] for p in per_epoch])
     weights = np.concatenate([p[1] for p in per_epoch])
     with tf.device("/CPU:0"):
-        images = tf.Variable(split.images, trainable=False, name="train_images")
-        labels = tf.Variable(split.labels, trainable=False, name="train_labels")
+        images = tf.convert_to_tensor(split.images)
+        labels = tf.convert_to_tensor(split.labels)
 
     def gather(idx, w):
         return tf.gather(images, idx), tf.gather(labels, idx), w
 
-    dataset = tf.data.Dataset.from_tensor_slices((indices, weights))
-    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_tensor_slices((indices, weights)).with_options(options)
+    return dataset.map(gather, num_parallel_calls=2).prefetch(2)
 
 
 # ------------------------------------------------------------------ optimiser
@@ -140,15 +142,6 @@ def make_optimizer(recipe: Recipe, lr_schedule: WarmupThenDecay) -> tf.keras.opt
 
 
 # ------------------------------------------------------------------ outputs
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as out:
-        json.dump(payload, out, indent=2)
-        out.write("\n")
-    os.chmod(tmp, checkpoint.PRIVATE_FILE_MODE)
-    os.replace(tmp, path)
-
-
 def versions() -> dict[str, str]:
     import horovod
     import mpi4py

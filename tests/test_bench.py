@@ -69,6 +69,15 @@ def test_scaling_model_behaves():
     assert "| 25 Gb/s Ethernet |" in bench.scaling_table(128, 10e12)
 
 
+def test_throughput_under_two_ranks_with_a_horovod_timeline(tmp_path):
+    out, timeline = tmp_path / "np2.json", tmp_path / "timeline.json"
+    launch(2, "bench", "throughput", *QUICK, "--timeline", str(timeline), "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 2 and len(result["horovod"]["windows"]) == 3
+    assert result["horovod"]["images_per_second_per_rank"] * 2 == pytest.approx(result["images_per_second"])
+    assert "ALLREDUCE" in timeline.read_text()  # Horovod wrote its timeline of the all-reduces
+
+
 def test_measured_allreduce(tmp_path):
     out = tmp_path / "allreduce.json"
     launch(2, "bench", "allreduce", "--out", str(out))

@@ -93,3 +93,15 @@ def test_arguments_are_quoted_in_rendered_commands(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(jobspec.JobSpecError, match="newlines"):
         jobspec.JobSpec(("train", "--out", "a\nb"))
+
+
+@pytest.mark.parametrize("text,seconds", [("30", 1800), ("30:15", 1815), ("01:00:00", 3600), ("2-0", 172800),
+                                          ("1-02:30", 95400), ("1-02:30:05", 95405), ("90", 5400)])
+def test_slurm_time_formats(text, seconds):
+    assert jobspec.parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["1:99", "1:60:00", "abc", "1h", "-5", "1-2-3", "", "1:2:3:4"])
+def test_bad_slurm_times(text):
+    with pytest.raises(jobspec.JobSpecError, match="--time"):
+        jobspec.parse_time(text)

@@ -127,6 +127,7 @@ start() {
   install_packages
   if healthy; then say "already running ($SETTINGS)"; return; fi
   stop >/dev/null 2>&1 || true
+  rm -rf "$DIR/state" "$DIR/spool"  # a throw-away cluster: no jobs recovered from an earlier start
   mkdir -p "$DIR/etc" "$RUN" "$LOG" "$DIR/state" "$DIR/bin" "$DIR/munge"
   chmod 700 "$DIR/munge"
   local node
