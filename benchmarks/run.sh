@@ -49,10 +49,10 @@ for group in "${groups[@]}"; do
       for i in $(seq "$REPEATS"); do
         dir=$RUNS/slurm-sweep-$i
         rm -rf "$dir"
-        MNIST_HPC_SWEEP_DIR=$dir MNIST_HPC_ARGS="--model cnn --batch-size 128" \
+        MNIST_HPC_SWEEP_DIR=$dir MNIST_HPC_ARGS="--model cnn --batch-size 128" MNIST_HPC_SWEEP_SERIAL=1 \
           MNIST_HPC_SETUP="source $PWD/.venv/bin/activate" slurm/scaling_sweep.sh 1 2 > "$dir.log"
         report=$(sed -n 's/^submitted report: job \([0-9]*\).*/\1/p' "$dir.log")
-        while [ -n "$(squeue -h -j "$report" 2>/dev/null)" ]; do sleep 2; done
+        while [ -n "$(squeue -h -t PD,R,CG -j "$report" 2>/dev/null)" ]; do sleep 2; done
         cp "$dir/report.json" "$OUT/slurm-sweep-cnn-$i.json"
         cp "$dir/np2.json" "$OUT/slurm-np2-cnn-$i.json"
       done ;;

@@ -11,7 +11,8 @@
 # Re-running it checks installed versions and `horovodrun --check-build` and rebuilds nothing.
 #
 # Knobs: PYTHON (default python3.11), VENV (default .venv), TF_PACKAGE (default tensorflow-cpu;
-# use 'tensorflow[and-cuda]' on GPU nodes), MNIST_HPC_SETUP_APT=0 to never call apt-get.
+# use 'tensorflow[and-cuda]' on GPU nodes, with HOROVOD_GPU_OPERATIONS=NCCL for the Horovod build),
+# MNIST_HPC_SETUP_APT=0 to never call apt-get.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -43,10 +44,13 @@ command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found: Python 3.11 is r
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV with $PYTHON"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install -q)
+# pip install, quiet; drops the warnings a pip config naming a missing local index prints per package
+pip_install() {
+  "$PY" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
 # has NAME==VERSION ... : every named distribution is installed at exactly that version
 has() {
@@ -68,9 +72,9 @@ PYEOF
 TF_DIST=${TF_PACKAGE%%[*}
 if ! has "$TF_DIST==$TF_VERSION" mpi4py submitit pytest matplotlib; then
   say "installing $TF_PACKAGE==$TF_VERSION, mpi4py (against $(command -v mpicc)), submitit, pytest, matplotlib"
-  "${PIP[@]}" "$TF_PACKAGE==$TF_VERSION" "numpy==1.26.4"
-  "${PIP[@]}" --no-binary mpi4py "mpi4py==4.1.2"
-  "${PIP[@]}" -e ".[test]"
+  pip_install "$TF_PACKAGE==$TF_VERSION" "numpy==1.26.4"
+  pip_install --no-binary mpi4py "mpi4py==4.1.2"
+  pip_install -e ".[test]"
 fi
 
 # ------------------------------------------------------------------ 4. horovod from source
@@ -82,15 +86,15 @@ horovod_ok() {
 }
 if ! horovod_ok; then
   say "building horovod $HOROVOD_VERSION from source with TensorFlow + MPI + Gloo (about 2 minutes)"
-  "${PIP[@]}" wheel packaging
+  pip_install wheel packaging
   HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 \
   HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
-    "${PIP[@]}" --no-build-isolation "horovod==$HOROVOD_VERSION"
+    pip_install --no-build-isolation "horovod==$HOROVOD_VERSION"
   horovod_ok || { "$VENV/bin/horovodrun" --check-build || true; die "horovod built without TensorFlow, MPI or Gloo (see above)"; }
 fi
 
 # ------------------------------------------------------------------ 5. this package
 if ! "$PY" -c 'import mnist_hpc, sys; sys.exit(0 if mnist_hpc.__file__.startswith(sys.argv[1]) else 1)' "$PWD" 2>/dev/null; then
-  "${PIP[@]}" --no-deps -e .
+  pip_install --no-deps -e .
 fi
 say "ready: $("$PY" -c 'import tensorflow as tf, horovod, mpi4py; print("tensorflow", tf.__version__, "horovod", horovod.__version__, "mpi4py", mpi4py.__version__)' 2>/dev/null)"
