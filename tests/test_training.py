@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, launch, metrics_of
+from conftest import REPO, launch, metrics_of, rank_pids
 
 
 def test_two_rank_simple_reaches_91_percent(tmp_path, mnist_dir):
@@ -62,8 +62,14 @@ def test_killed_run_resumes_from_last_completed_epoch(tmp_path, mnist_dir):
     while not (run_dir / "checkpoints" / "ckpt-00002.npz").exists():
         assert first.poll() is None and time.monotonic() < deadline, "first run ended before its 2nd checkpoint"
         time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)  # every rank and the launcher, mid-training
+    os.killpg(first.pid, signal.SIGKILL)  # the launcher and mpirun, mid-training ...
+    for pid in rank_pids({}, marker=str(run_dir)):  # ... and every rank, wherever mpirun put it
+        os.kill(pid, signal.SIGKILL)
     first.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while rank_pids({}, marker=str(run_dir)):  # the kernel releases the run-directory lock with the last one
+        assert time.monotonic() < deadline, "killed ranks are still alive"
+        time.sleep(0.1)
     assert not (run_dir / "metrics.json").exists()
     done_before = max(int(p.name[5:10]) for p in (run_dir / "checkpoints").glob("ckpt-*.npz"))
     assert done_before < 6
