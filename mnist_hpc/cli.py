@@ -256,7 +256,8 @@ def add_resource_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="mnist-hpc", description=__doc__.splitlines()[0])
+    parser = Parser(prog="mnist-hpc", description="Horovod-distributed Keras training of the TensorFlow MNIST "
+                    "models (softmax and Deep MNIST CNN), locally, under MPI or under SLURM.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = sub.add_parser("train", help="train a model (one process or every rank of an MPI/SLURM job)")
