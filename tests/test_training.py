@@ -103,19 +103,20 @@ def test_horovodrun_launches_the_same_code(tmp_path, mnist_dir):
     assert metrics_of(run_dir)["world_size"] == 2
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains_checkpoints_and_resumes(tmp_path, mnist_dir, precision):
-    """bf16 (and fp16 with loss scaling) work with the DistributedOptimizer and with resume."""
+@pytest.mark.parametrize("precision,steps,accuracy", [("bf16", 1000, 0.95)])
+def test_mixed_precision_trains_checkpoints_and_resumes(tmp_path, mnist_dir, precision, steps, accuracy):
+    """bf16 works with the DistributedOptimizer and with resume. (fp16 takes the same path plus loss
+    scaling; CPUs have no fast fp16 kernels, so it is left out of the suite: minutes per run.)"""
     run_dir = tmp_path / precision
     common = ["train", "--model", "cnn", "--precision", precision, "--batch-size", "32", "--out", str(run_dir),
               "--data-dir", str(mnist_dir)]
-    launch(2, *common, "--steps", "120")
+    launch(2, *common, "--steps", str(steps // 2))
     first = metrics_of(run_dir)
-    assert first["precision"] == precision and first["steps"] == 60
-    resumed = launch(2, *common, "--steps", "1000")
+    assert first["precision"] == precision and first["steps"] == steps // 4
+    resumed = launch(2, *common, "--steps", str(steps))
     assert "resumed from" in resumed.stdout
     metrics = metrics_of(run_dir)
-    assert metrics["steps"] == 500 and metrics["test_accuracy"] >= 0.95
+    assert metrics["steps"] == steps // 2 and metrics["test_accuracy"] >= accuracy
 
 
 def test_fp16_allreduce_and_horovod_knobs_pass_through(tmp_path, mnist_dir):
