@@ -3,7 +3,7 @@
 
     python launchers/local.py --np 2 train --model cnn --epochs 1 --out runs/cnn
     python launchers/local.py smoke [--np 2] [--out runs/smoke]
-    python launchers/local.py --np 2 sweep [--out runs/sweep] [-- bench throughput options]
+    python launchers/local.py --np 2 [--global-batch 256] sweep [--out runs/sweep] [-- bench throughput options]
 """
 
 from __future__ import annotations
@@ -44,11 +44,18 @@ def smoke(ranks: int, out: Path) -> int:
     return 0
 
 
-def sweep(max_ranks: int, out: Path, bench_args: list[str]) -> int:
-    """Throughput at 1..max_ranks local ranks, then a report (CSV, JSON, Markdown, PNG)."""
+def sweep(max_ranks: int, out: Path, bench_args: list[str], global_batch: int | None = None) -> int:
+    """Throughput at 1..max_ranks local ranks, then a report (CSV, JSON, Markdown, PNG).
+
+    With ``global_batch`` (strong scaling) N ranks get ``global_batch / N`` images each, and the
+    1-rank run also times plain tf.keras at the full batch, so every row compares with it.
+    """
     for ranks in range(1, max_ranks + 1):
         print(f"sweep: {ranks}/{max_ranks} ranks", flush=True)
-        status = run_local(["bench", "throughput", *bench_args, "--out", str(out / f"np{ranks}.json")], ranks)
+        args = ["bench", "throughput", *bench_args, "--out", str(out / f"np{ranks}.json")]
+        if global_batch:
+            args += ["--batch-size", str(global_batch // ranks)] + (["--compare-plain"] if ranks == 1 else [])
+        status = run_local(args, ranks)
         if status != 0:
             return status
     return subprocess.run([sys.executable, "-m", "mnist_hpc", "bench", "report", str(out)]).returncode
@@ -58,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--np", type=int, default=2, help="number of local ranks (default: 2)")
     parser.add_argument("--out", type=Path, default=Path("runs/smoke"), help="smoke: parent run directory")
+    parser.add_argument("--global-batch", type=int,
+                        help="sweep: split this batch among the ranks and compare with plain tf.keras")
     parser.add_argument("command", help="'smoke', or an mnist-hpc subcommand (train, evaluate, ...)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     options = parser.parse_args(argv)
@@ -65,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--np: {options.np} is not a positive integer")
     if options.command == "smoke":
         return smoke(options.np, options.out)
+    if options.global_batch is not None and (options.global_batch < 1 or options.global_batch % options.np):
+        parser.error(f"--global-batch: {options.global_batch} is not a positive multiple of --np {options.np}")
     if options.command == "sweep":
-        return sweep(options.np, options.out, [a for a in options.args if a != "--"])
+        return sweep(options.np, options.out, [a for a in options.args if a != "--"], options.global_batch)
     return run_local([options.command, *options.args], options.np)
 
 

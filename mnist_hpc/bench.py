@@ -35,6 +35,7 @@ class BenchConfig:
     compare_plain: bool = False  # also time plain tf.keras (no Horovod) in this process
     data_dir: str | None = None
     intra_op_threads: int | None = None
+    fp16_allreduce: bool = False  # compress gradients to fp16 for the all-reduce
 
 
 def _batches(config: BenchConfig, world: distributed.World):
@@ -90,7 +91,9 @@ def _compiled(config: BenchConfig, distributed_optimizer: bool):
     model = models.build(config.model, DTYPE_POLICIES[config.precision], seed=0)
     optimizer = tf.keras.optimizers.Adam(1e-3)
     if distributed_optimizer:
-        optimizer = distributed.hvd_module().DistributedOptimizer(optimizer)
+        hvd = distributed.hvd_module()
+        compression = hvd.Compression.fp16 if config.fp16_allreduce else hvd.Compression.none
+        optimizer = hvd.DistributedOptimizer(optimizer, compression=compression)
     model.compile(optimizer, tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
 
@@ -144,21 +147,27 @@ def report(results_dir: Path) -> Path:
         raise ValueError(f"{results_dir}: no np*.json results to report")
     rows.sort(key=lambda r: r["workers"])
     base = rows[0]
+    plain = json.loads((results_dir / f"np{base['workers']}.json").read_text()).get("plain")
     # weak scaling: the same batch per worker; strong scaling: the same global batch split among workers
     scaling = "weak" if len({r["batch_per_worker"] for r in rows}) == 1 else "strong"
     for row in rows:
         row["speedup"] = row["images_per_second"] / base["images_per_second"]
         row["efficiency"] = row["speedup"] / (row["workers"] / base["workers"])
         row["scaling"] = scaling
+        if plain:  # plain tf.keras in one process at the same global batch, timed in the same sweep
+            row["plain_images_per_second"] = plain["images_per_second"]
+            row["over_plain"] = row["images_per_second"] / plain["images_per_second"]
     with open(results_dir / "report.csv", "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     (results_dir / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = [f"| workers | batch/worker | images/s (median) | min | max | speedup | {scaling}-scaling efficiency |",
-             "|---|---|---|---|---|---|---|"]
+    extra = " plain tf.keras img/s | vs plain |" if plain else ""
+    lines = [f"| workers | batch/worker | images/s (median) | min | max | speedup | {scaling}-scaling efficiency |"
+             + extra, "|---|---|---|---|---|---|---|" + ("---|---|" if plain else "")]
     lines += [f"| {r['workers']} | {r['batch_per_worker']} | {r['images_per_second']:.0f} | {r['min']:.0f} | "
-              f"{r['max']:.0f} | {r['speedup']:.2f} | {r['efficiency']:.2f} |" for r in rows]
+              f"{r['max']:.0f} | {r['speedup']:.2f} | {r['efficiency']:.2f} |"
+              + (f" {r['plain_images_per_second']:.0f} | {r['over_plain']:.3f} |" if plain else "") for r in rows]
     markdown = results_dir / "report.md"
     markdown.write_text("\n".join(lines) + "\n")
     _plot(rows, results_dir)

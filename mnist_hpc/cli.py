@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import checkpoint, data, distributed, jobspec, rundir
-from .config import MODELS, PRECISIONS, RECIPE_NAMES, TrainConfig
+from .config import INITS, MAX_SHIFT, MODELS, PRECISIONS, RECIPE_NAMES, TrainConfig
 from .distributed import HorovodKnobs
 
 
@@ -46,6 +46,13 @@ positive_int = _number(int, 1, True, "a positive integer")
 non_negative_int = _number(int, 0, True, "a non-negative integer")
 positive_float = _number(float, 0.0, False, "a positive number")
 non_negative_float = _number(float, 0.0, True, "a non-negative number")
+
+
+def shift_pixels(text: str) -> int:
+    value = non_negative_int(text)
+    if value > MAX_SHIFT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shift in pixels from 0 to {MAX_SHIFT}")
+    return value
 
 
 def accuracy(text: str) -> float:
@@ -117,12 +124,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default="auto", help="auto (newest valid checkpoint), never, or a path")
     p.add_argument("--data-dir", help=f"MNIST folder (default: ${data.ENV_VAR} or {data.DEFAULT_DIR})")
     p.add_argument("--seed", type=non_negative_int, default=42)
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="auto: bf16 where the CPU/GPU supports it, fp16 on older GPUs")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16 where the CPU/GPU supports it, fp16 on older GPUs, else fp32")
     p.add_argument("--no-scale-lr", dest="scale_lr", action="store_false",
                    help="do not multiply the learning rate by the world size")
-    p.add_argument("--warmup-epochs", type=non_negative_float, default=1.0,
-                   help="linear LR warm-up to the scaled rate (default: %(default)s)")
+    p.add_argument("--warmup-epochs", type=non_negative_float,
+                   help="linear LR warm-up to the scaled rate (recipe's default)")
+    p.add_argument("--init", choices=INITS, help="CNN weight initialisation (recipe's default)")
+    p.add_argument("--augment", type=shift_pixels,
+                   help="shift training images by up to this many pixels, 0 for none (recipe's default)")
     p.add_argument("--fp16-allreduce", action="store_true", help="compress gradients to fp16 for the all-reduce")
     p.add_argument("--keep-checkpoints", type=positive_int, default=3)
     p.add_argument("--threads", dest="intra_op_threads", type=positive_int,
@@ -137,6 +147,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """Validate the parsed ``train`` arguments against the file system; build the config."""
+    if args.model == "simple" and args.precision in ("bf16", "fp16"):
+        raise UsageError(f"--precision: {args.precision} applies to the cnn model; simple trains in fp32 "
+                         "(allowed: auto, fp32)")
     check_data(args.data_dir)
     run_dir = Path(args.out)
     check_writable_dir(run_dir, "--out")
@@ -154,7 +167,7 @@ def validate_train(argv: Sequence[str]) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     config = train_config(args)
     if args.dry_run:
-        print(f"would train: {config}")
+        print(f"would train: {config}\nwith recipe: {config.resolved_recipe()}")
         return 0
     os.umask(rundir.PRIVATE_UMASK)  # nothing a rank writes is open to other users
     if rundir.launcher_rank() == 0:
@@ -217,9 +230,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             check_data(args.data_dir)
         config = bench.BenchConfig(args.model, args.batch_size, args.synthetic, args.warmup_steps, args.windows,
                                    args.window_steps, args.precision, args.compare_plain, args.data_dir,
-                                   args.intra_op_threads)
+                                   args.intra_op_threads, args.fp16_allreduce)
         try:
-            result = bench.throughput(config, HorovodKnobs(args.fusion_threshold_mb, None, args.timeline))
+            result = bench.throughput(config, HorovodKnobs(args.fusion_threshold_mb, args.cycle_time_ms, args.timeline))
         except ValueError as err:  # e.g. --compare-plain under a launcher
             raise UsageError(str(err)) from None
     if rundir.launcher_rank() == 0:
@@ -290,6 +303,8 @@ def build_parser() -> Parser:
                        help="also time plain tf.keras (no Horovod) in the same process; reports the ratio")
     bench.add_argument("--threads", dest="intra_op_threads", type=positive_int)
     bench.add_argument("--fusion-threshold-mb", type=non_negative_float)
+    bench.add_argument("--cycle-time-ms", type=positive_float, help="HOROVOD_CYCLE_TIME")
+    bench.add_argument("--fp16-allreduce", action="store_true", help="compress gradients to fp16 for the all-reduce")
     bench.add_argument("--timeline", help="write a Horovod timeline to this JSON file")
     bench.add_argument("--data-dir")
     bench.add_argument("--out", help="write the result JSON here")

@@ -116,29 +116,30 @@ def pin_gpu(local_rank: int, config: DeviceConfig | None = None) -> Any | None:
 
 
 # ------------------------------------------------------------------ init
-CPU_RANK_DEFAULTS = {
-    # A CPU rank owns few cores: Horovod's background loop (1 ms cycle by default) and Open MPI's
-    # busy-polling otherwise take them from TensorFlow. Measured on 2 cores, 2 ranks: 0.79 -> ~1.1x
-    # the throughput of one rank (benchmarks/RESULTS.md). Set either variable to override.
-    "HOROVOD_CYCLE_TIME": "5",
-    "OMPI_MCA_mpi_yield_when_idle": "1",
-}
+# A CPU rank owns few cores: Horovod's background loop (1 ms cycle by default) and Open MPI's
+# busy-polling otherwise take them from TensorFlow. Measured on 2 cores, 2 ranks: 0.79 -> ~1.1x
+# the throughput of one rank (benchmarks/RESULTS.md). Set either variable to override.
+DEFAULT_CPU_CYCLE_TIME_MS = 5.0  # for steps of tens of ms (the CNN); a model with sub-ms steps wants less
+CPU_YIELD = {"OMPI_MCA_mpi_yield_when_idle": "1"}
 
 
-def cpu_rank_environment(n_gpus: int, environ: dict[str, str]) -> dict[str, str]:
+def cpu_rank_environment(n_gpus: int, environ: dict[str, str],
+                         cycle_time_ms: float = DEFAULT_CPU_CYCLE_TIME_MS) -> dict[str, str]:
     """The defaults a CPU-only rank adds to its environment (nothing a user set is changed)."""
     if n_gpus:
         return {}
-    return {key: value for key, value in CPU_RANK_DEFAULTS.items() if key not in environ}
+    defaults = {"HOROVOD_CYCLE_TIME": f"{cycle_time_ms:g}", **CPU_YIELD}
+    return {key: value for key, value in defaults.items() if key not in environ}
 
 
 def init(knobs: HorovodKnobs = HorovodKnobs(), intra_op_threads: int | None = None,
-         inter_op_threads: int = 2) -> World:
+         inter_op_threads: int = 2, cpu_cycle_time_ms: float = DEFAULT_CPU_CYCLE_TIME_MS) -> World:
     """Initialise Horovod, pin this rank's GPU and set its thread layout; return the world."""
     import tensorflow as tf
 
     os.environ.update(knobs.environment())
-    os.environ.update(cpu_rank_environment(len(tf.config.list_physical_devices("GPU")), dict(os.environ)))
+    n_gpus = len(tf.config.list_physical_devices("GPU"))
+    os.environ.update(cpu_rank_environment(n_gpus, dict(os.environ), cpu_cycle_time_ms))
     import horovod.tensorflow.keras as hvd
 
     hvd.init()

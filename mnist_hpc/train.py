@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from . import checkpoint, data, distributed, evaluate, models
 from .rundir import write_json_atomic
-from .config import DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe, TrainConfig
+from .config import CPU_CYCLE_TIME_MS, DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe, TrainConfig
 
 
 # ------------------------------------------------------------------ precision
@@ -83,22 +83,42 @@ def epoch_batches(n_items: int, world: distributed.World, plan: ShardPlan, epoch
     return indices.reshape(-1, plan.batch_size), weights.reshape(-1, plan.batch_size)
 
 
-def training_dataset(split: data.Split, world: distributed.World, plan: ShardPlan,
-                     first_epoch: int, last_epoch: int, seed: int) -> tf.data.Dataset:
+def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
+    """Shift each image of a batch by its own (dy, dx) in [-max_shift, max_shift], filling with 0.
+
+    ``images`` is (batch, 28, 28, 1) or (batch, 784); ``seed`` a stateless-RNG seed of shape (2,),
+    so the same step gets the same shifts whatever the pipeline's parallelism or a resume.
+    """
+    batch = tf.shape(images)[0]
+    pad = [[0, 0], [max_shift, max_shift], [max_shift, max_shift]]
+    padded = tf.pad(tf.reshape(images, (batch, 28, 28)), pad)
+    offsets = tf.random.stateless_uniform((2, batch), seed, 0, 2 * max_shift + 1, dtype=tf.int32)
+    window = tf.range(28)
+    rows = tf.gather(padded, offsets[0][:, None] + window, axis=1, batch_dims=1)  # (batch, 28, 28 + 2 m)
+    shifted = tf.gather(rows, offsets[1][:, None] + window, axis=2, batch_dims=1)  # (batch, 28, 28)
+    return tf.reshape(shifted, tf.shape(images))
+
+
+def training_dataset(split: data.Split, world: distributed.World, plan: ShardPlan, first_epoch: int,
+                     last_epoch: int, seed: int, augment: int = 0) -> tf.data.Dataset:
     """tf.data over epochs [first_epoch, last_epoch): in-memory gathers, no per-step Python."""
     per_epoch = [epoch_batches(len(split), world, plan, e, seed) for e in range(first_epoch, last_epoch)]
     indices = np.concatenate([p[0] for p in per_epoch])
     weights = np.concatenate([p[1] for p in per_epoch])
+    steps = np.arange(first_epoch * plan.steps_per_epoch, last_epoch * plan.steps_per_epoch, dtype=np.int64)
     with tf.device("/CPU:0"):
         images = tf.convert_to_tensor(split.images)
         labels = tf.convert_to_tensor(split.labels)
 
-    def gather(idx, w):
-        return tf.gather(images, idx), tf.gather(labels, idx), w
+    def gather(idx, w, step):
+        batch = tf.gather(images, idx)
+        if augment:
+            batch = random_shift(batch, augment, tf.stack([tf.constant(seed * 1_000_003 + world.rank, tf.int64), step]))
+        return batch, tf.gather(labels, idx), w
 
     options = tf.data.Options()
     options.autotune.enabled = False
-    dataset = tf.data.Dataset.from_tensor_slices((indices, weights)).with_options(options)
+    dataset = tf.data.Dataset.from_tensor_slices((indices, weights, steps)).with_options(options)
     return dataset.map(gather, num_parallel_calls=2).prefetch(2)
 
 
@@ -168,13 +188,23 @@ class StopRequest:
 
 
 # ------------------------------------------------------------------ the fit loop's epoch end
+def sync_weights(model: tf.keras.Model, scorer: tf.keras.Model) -> None:
+    scorer.set_weights(model.get_weights())
+
+
+
 class EpochEnd(tf.keras.callbacks.Callback):
-    """Exact validation (and test, for time-to-accuracy), agreement on stopping, history, rank-0 checkpoint."""
+    """Exact validation (and test, for time-to-accuracy), agreement on stopping, history, rank-0 checkpoint.
+
+    Scores come from ``scorer``, a float32 twin of the trained model given its weights first: the
+    numbers are those of the model as it is saved, whatever the training precision.
+    """
 
     def __init__(self, config: TrainConfig, world: distributed.World, mnist: data.Mnist, plan: ShardPlan,
-                 history: list[dict[str, Any]], start_epoch: int, stop: StopRequest, save) -> None:
+                 history: list[dict[str, Any]], start_epoch: int, stop: StopRequest, save,
+                 scorer: tf.keras.Model) -> None:
         super().__init__()
-        self.config, self.world, self.mnist, self.plan = config, world, mnist, plan
+        self.config, self.world, self.mnist, self.plan, self.scorer = config, world, mnist, plan, scorer
         self.history, self.start_epoch, self.stop, self.save = history, start_epoch, stop, save
         self.stopped_by_signal = False
         self.time_to_target: dict[str, Any] | None = None
@@ -186,7 +216,8 @@ class EpochEnd(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_start
         optimizer = self.model.optimizer
-        scores, stop_votes = evaluate.aggregated(self.model, self.mnist.validation, self.world, f"val_{epoch}",
+        sync_weights(self.model, self.scorer)
+        scores, stop_votes = evaluate.aggregated(self.scorer, self.mnist.validation, self.world, f"val_{epoch}",
                                                  float(self.stop.received is not None))
         steps_done = int(optimizer.iterations) - epoch * self.plan.steps_per_epoch
         images = min(steps_done * self.plan.batch_size * self.world.size, len(self.mnist.train))
@@ -205,7 +236,7 @@ class EpochEnd(tf.keras.callbacks.Callback):
             self.stopped_by_signal = True
 
     def _check_target(self, epoch: int, record: dict[str, Any]) -> None:
-        test, _ = evaluate.aggregated(self.model, self.mnist.test, self.world, f"test_{epoch}")
+        test, _ = evaluate.aggregated(self.scorer, self.mnist.test, self.world, f"test_{epoch}")
         record["test_accuracy"] = test.accuracy
         if test.accuracy >= self.config.target_accuracy and self.time_to_target is None:
             trained = sum(h["seconds"] for h in self.history if h["epoch"] > self.start_epoch) + record["seconds"]
@@ -230,15 +261,17 @@ class StepBudget(tf.keras.callbacks.Callback):
 def compile_model(config: TrainConfig, recipe: Recipe, precision: str, world: distributed.World,
                   plan: ShardPlan, total_steps: int) -> tf.keras.Model:
     hvd = distributed.hvd_module()
-    model = models.build(config.model, DTYPE_POLICIES[precision], seed=config.seed)
+    model = models.build(config.model, DTYPE_POLICIES[precision], seed=config.seed, init=recipe.init)
     lr = learning_rate_schedule(recipe.lr, world.size, config.scale_lr,
-                                int(config.warmup_epochs * plan.steps_per_epoch), total_steps, recipe.schedule)
+                                int(recipe.warmup_epochs * plan.steps_per_epoch), total_steps, recipe.schedule)
     compression = hvd.Compression.fp16 if config.fp16_allreduce else hvd.Compression.none
     optimizer = hvd.DistributedOptimizer(make_optimizer(recipe, lr), compression=compression)
     if precision == "fp16":  # float16 gradients underflow without dynamic loss scaling (bf16 needs none)
         optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    # a whole epoch per graph call: no Python between steps (a step budget needs a check after each step)
+    steps_per_execution = 1 if recipe.steps else plan.steps_per_epoch
     model.compile(optimizer=optimizer, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=["accuracy"])
+                  weighted_metrics=["accuracy"], steps_per_execution=steps_per_execution)
     model.optimizer.build(model.trainable_variables)
     return model
 
@@ -272,13 +305,14 @@ def run(config: TrainConfig) -> int:
     """Train on every rank; rank 0 writes RUN_DIR. Returns the process exit code."""
     t_start = time.perf_counter()
     stop = StopRequest()
-    world = distributed.init(config.knobs, config.intra_op_threads, config.inter_op_threads)
+    world = distributed.init(config.knobs, config.intra_op_threads, config.inter_op_threads,
+                             CPU_CYCLE_TIME_MS[config.model])
     if not world.is_root:  # console output comes from rank 0 only
         tf.get_logger().setLevel("ERROR")
     tf.keras.utils.set_random_seed(config.seed + world.rank)
     run_dir, ckpt_dir = Path(config.out), Path(config.out) / "checkpoints"
     recipe = config.resolved_recipe()
-    precision = choose_precision(config.precision, _gpu_compute_capability())
+    precision = choose_precision(config.precision, _gpu_compute_capability()) if config.model == "cnn" else "fp32"
 
     mnist = data.load(config.data_dir, layout=LAYOUTS[config.model])
     plan = shard_plan(len(mnist.train), world.size, recipe.batch_size)
@@ -299,7 +333,8 @@ def run(config: TrainConfig) -> int:
         checkpoint.save(ckpt_dir, meta, model.get_weights(), [v.numpy() for v in model.optimizer.variables],
                         keep=config.keep_checkpoints)
 
-    epoch_end = EpochEnd(config, world, mnist, plan, history, start_epoch, stop, save)
+    scorer = models.build(config.model)  # float32, no Horovod optimizer: saved, loads with plain tf.keras
+    epoch_end = EpochEnd(config, world, mnist, plan, history, start_epoch, stop, save, scorer)
     callbacks = [distributed.hvd_module().callbacks.BroadcastGlobalVariablesCallback(0),
                  distributed.hvd_module().callbacks.MetricAverageCallback(), epoch_end]
     if recipe.steps:
@@ -310,12 +345,14 @@ def run(config: TrainConfig) -> int:
     startup_seconds = time.perf_counter() - t_start
     t_fit = epoch_end.fit_start = time.perf_counter()
     if start_epoch < epochs and int(model.optimizer.iterations) < total_steps:
-        model.fit(training_dataset(mnist.train, world, plan, start_epoch, epochs, config.seed), epochs=epochs,
+        model.fit(training_dataset(mnist.train, world, plan, start_epoch, epochs, config.seed, recipe.augment),
+                  epochs=epochs,
                   initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
                   verbose=2 if world.is_root else 0)
     fit_seconds = time.perf_counter() - t_fit
 
-    test, _ = evaluate.aggregated(model, mnist.test, world, "test")
+    sync_weights(model, scorer)
+    test, _ = evaluate.aggregated(scorer, mnist.test, world, "test")
     trained = sum(h["images"] for h in history if h["epoch"] > start_epoch)
     metrics = {
         "model": config.model, "recipe": config.recipe, "precision": precision, "world_size": world.size,
@@ -331,9 +368,7 @@ def run(config: TrainConfig) -> int:
         "hosts": distributed.gather_hostnames(),
     }
     if world.is_root:
-        plain = models.build(config.model)  # float32, no Horovod optimizer: loads with plain tf.keras
-        plain.set_weights(model.get_weights())
-        plain.save(run_dir / "model.keras")
+        scorer.save(run_dir / "model.keras")
         write_json_atomic(run_dir / "metrics.json", metrics)
         print(f"{config.model}: test accuracy {test.accuracy:.4f} ({test.correct}/{test.count}) "
               f"on {world.size} rank(s) in {fit_seconds:.1f} s; run directory {run_dir.resolve()}")

@@ -23,14 +23,26 @@ def assert_report(folder, workers):
     return rows
 
 
-def test_local_sweep_writes_a_report(tmp_path):
+def test_local_strong_scaling_sweep_compares_with_plain_keras(tmp_path):
     out = tmp_path / "sweep"
     completed = subprocess.run([sys.executable, str(REPO / "launchers" / "local.py"), "--np", "2", "--out", str(out),
-                                "sweep", "--", *QUICK], capture_output=True, text=True, timeout=600, cwd=REPO)
+                                "--global-batch", "64", "sweep", "--", *QUICK],
+                               capture_output=True, text=True, timeout=600, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "sweep: 1/2 ranks" in completed.stdout and "sweep: 2/2 ranks" in completed.stdout  # progress
-    assert_report(out, [1, 2])
+    rows = assert_report(out, [1, 2])
+    assert [r["batch_per_worker"] for r in rows] == [64, 32] and rows[0]["scaling"] == "strong"
+    plain = json.loads((out / "np1.json").read_text())["plain"]["images_per_second"]
+    assert all(r["plain_images_per_second"] == plain and r["over_plain"] == r["images_per_second"] / plain
+               for r in rows)
+    assert "vs plain" in (out / "report.md").read_text()
     assert json.loads((out / "np2.json").read_text())["world_size"] == 2
+
+
+def test_global_batch_must_split_evenly(tmp_path):
+    completed = subprocess.run([sys.executable, str(REPO / "launchers" / "local.py"), "--np", "2",
+                                "--global-batch", "65", "sweep"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert completed.returncode == 2 and "--global-batch: 65 is not a positive multiple of --np 2" in completed.stderr
 
 
 def test_horovod_and_plain_keras_measured_in_one_run(tmp_path):

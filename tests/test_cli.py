@@ -35,10 +35,27 @@ def assert_one_line_error(result, *fragments):
     (["--lr", "-0.1"], ["--lr", "'-0.1'", "positive number"]),
     (["--precision", "int8"], ["'int8'", "fp32", "bf16"]),
     (["--epochs", "2", "--steps", "5"], ["--steps", "--epochs"]),
+    (["--augment", "9"], ["--augment", "'9'", "0 to 8"]),
+    (["--augment", "-1"], ["--augment", "'-1'"]),
+    (["--warmup-epochs", "-1"], ["--warmup-epochs", "'-1'", "non-negative"]),
+    (["--model", "simple", "--precision", "bf16"], ["--precision", "bf16", "cnn", "auto, fp32"]),
 ])
 def test_bad_train_arguments(args, fragments, mnist_dir, tmp_path):
     result = cli("train", *args, "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"))
     assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_shows_the_resolved_recipe(mnist_dir, tmp_path):
+    result = cli("train", "--model", "cnn", "--epochs", "4", "--augment", "1", "--dry-run",
+                 "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    recipe = result.stdout.splitlines()[-1]
+    for fragment in ("epochs=4", "augment=1", "init='he'", "lr=0.001", "batch_size=128", "warmup_epochs=0.25"):
+        assert fragment in recipe, recipe
+    seed = cli("train", "--model", "cnn", "--recipe", "seed", "--dry-run", "--data-dir", str(mnist_dir),
+               "--out", str(tmp_path / "run")).stdout.splitlines()[-1]
+    assert "steps=20000" in seed and "init='tutorial'" in seed and "augment=0" in seed
     assert not (tmp_path / "run").exists()
 
 

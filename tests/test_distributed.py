@@ -123,11 +123,13 @@ def test_step_budget_is_shared_by_the_ranks():
     plan = train.shard_plan(55_000, 2, 50)  # 27,500 images per rank: 550 steps per epoch
     assert train.step_budget(RECIPES[("cnn", "seed")], plan, 2) == (19, 10_000)  # 20,000 reference steps / 2
     plan = train.shard_plan(55_000, 1, 128)
-    assert train.step_budget(RECIPES[("cnn", "default")], plan, 1) == (8, 8 * 430)
+    assert train.step_budget(RECIPES[("cnn", "default")], plan, 1) == (15, 15 * 430)
 
 
 def test_cpu_ranks_yield_their_cores_unless_told_otherwise():
-    assert distributed.cpu_rank_environment(0, {}) == distributed.CPU_RANK_DEFAULTS
+    assert distributed.cpu_rank_environment(0, {}) == {"HOROVOD_CYCLE_TIME": "5",
+                                                       "OMPI_MCA_mpi_yield_when_idle": "1"}
+    assert distributed.cpu_rank_environment(0, {}, 0.2)["HOROVOD_CYCLE_TIME"] == "0.2"
     assert distributed.cpu_rank_environment(0, {"HOROVOD_CYCLE_TIME": "1"}) == {"OMPI_MCA_mpi_yield_when_idle": "1"}
     assert distributed.cpu_rank_environment(4, {}) == {}  # GPU ranks keep Horovod's and MPI's defaults
 

@@ -42,3 +42,14 @@ def test_cnn_mixed_precision_keeps_float32_logits():
 def test_unknown_model_is_rejected():
     with pytest.raises(ValueError, match="unknown model 'resnet'.*simple, cnn"):
         models.build("resnet")
+
+
+def test_cnn_he_init_scales_to_fan_in():
+    model = models.build("cnn", seed=1, init="he")
+    assert model.count_params() == 3_274_634
+    for name, fan_in in (("conv1", 25), ("conv2", 25 * 32), ("fc1", 7 * 7 * 64), ("logits", 1024)):
+        kernel, bias = model.get_layer(name).get_weights()
+        assert not np.any(bias)
+        assert kernel.std() == pytest.approx(np.sqrt(2 / fan_in) * 0.88, rel=0.15)  # truncated at 2 std
+    with pytest.raises(ValueError, match="unknown init 'xavier'.*tutorial, he"):
+        models.build("cnn", init="xavier")

@@ -10,13 +10,14 @@ import time
 import pytest
 
 from conftest import REPO, launch, metrics_of, rank_pids
+from mnist_hpc import train
 
 
 def test_two_rank_simple_reaches_91_percent(tmp_path, mnist_dir):
     run_dir = tmp_path / "simple"
     launch(2, "train", "--model", "simple", "--epochs", "5", "--out", str(run_dir), "--data-dir", str(mnist_dir))
     metrics = metrics_of(run_dir)
-    assert metrics["world_size"] == 2 and len(metrics["hosts"]) == 2
+    assert metrics["world_size"] == 2 and len(metrics["hosts"]) == 2 and metrics["precision"] == "fp32"
     assert metrics["test_accuracy"] >= 0.91
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4, 5]
     assert all(0.85 < h["val_accuracy"] < 1 and h["images_per_second"] > 0 for h in metrics["history"])
@@ -30,6 +31,9 @@ def test_two_rank_cnn_short_run_reaches_97_percent(cnn_run):
     metrics = metrics_of(cnn_run)
     assert metrics["world_size"] == 2 and metrics["steps"] == 200  # 400 reference steps shared by 2 ranks
     assert metrics["test_accuracy"] >= 0.97
+    # --precision auto: bf16 on a CPU with avx512_bf16/AMX (this project's machines), else fp32
+    assert metrics["precision"] == train.choose_precision("auto", None)
+    assert metrics["recipe_settings"]["init"] == "he" and metrics["recipe_settings"]["augment"] == 2
 
 
 def test_saved_model_loads_with_plain_keras(cnn_run, mnist):
