@@ -20,9 +20,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .rundir import PRIVATE_FILE_MODE
+
 PATTERN = re.compile(r"^ckpt-(\d{5})\.npz$")
 PRIVATE_DIR_MODE = 0o750
-PRIVATE_FILE_MODE = 0o640
 
 
 class CheckpointError(ValueError):

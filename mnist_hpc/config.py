@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .distributed import HorovodKnobs
+from .distributed import DEFAULT_CPU_CYCLE_TIME_MS, HorovodKnobs
 
 MODELS = ("simple", "cnn")
 LAYOUTS = {"simple": "flat", "cnn": "image"}  # data.load(layout=...) per model
 RECIPE_NAMES = ("default", "seed")
-# Horovod's cycle on CPU ranks: long enough not to steal the core from a CNN step (tens of ms),
-# short enough not to dominate a softmax step (well under 1 ms). benchmarks/RESULTS.md
-CPU_CYCLE_TIME_MS = {"simple": 0.2, "cnn": 5.0}
+# Horovod's cycle on CPU ranks: the softmax model's steps take well under 1 ms (benchmarks/RESULTS.md)
+CPU_CYCLE_TIME_MS = {"simple": 0.2, "cnn": DEFAULT_CPU_CYCLE_TIME_MS}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 RESUME_MODES = ("auto", "never")
@@ -75,8 +74,7 @@ class TrainConfig:
         budget = {"epochs": self.epochs, "steps": None} if self.epochs else {}
         if self.steps:
             budget = {"epochs": None, "steps": self.steps}
-        overrides = {k: v for k, v in {"batch_size": self.batch_size, "lr": self.lr}.items() if v}
-        overrides |= {k: v for k, v in {"warmup_epochs": self.warmup_epochs, "augment": self.augment,
-                                             "init": self.init}.items()
-                      if v is not None}
+        overrides = {k: v for k, v in {"batch_size": self.batch_size, "lr": self.lr, "init": self.init,
+                                         "warmup_epochs": self.warmup_epochs, "augment": self.augment}.items()
+                     if v is not None}
         return replace(base, **budget, **overrides)

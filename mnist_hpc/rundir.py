@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 PRIVATE_UMASK = 0o027  # directories 0750, files 0640: nothing for other users
+PRIVATE_FILE_MODE = 0o640  # for files created with an explicit mode (mkstemp makes 0600)
 RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
 
 _held: list[IO[str]] = []  # keeps the lock file open for the life of the process
@@ -37,7 +38,7 @@ def launcher_rank(environ: dict[str, str] | None = None) -> int:
 def claim(run_dir: Path) -> None:
     """Create ``run_dir`` (mode 0750) and lock it for this process (call on rank 0 only)."""
     run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-    handle = os.fdopen(os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o640), "r+")
+    handle = os.fdopen(os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -58,5 +59,5 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as out:
         json.dump(payload, out, indent=2)
         out.write("\n")
-    os.chmod(tmp, 0o640)
+    os.chmod(tmp, PRIVATE_FILE_MODE)
     os.replace(tmp, path)

@@ -188,11 +188,6 @@ class StopRequest:
 
 
 # ------------------------------------------------------------------ the fit loop's epoch end
-def sync_weights(model: tf.keras.Model, scorer: tf.keras.Model) -> None:
-    scorer.set_weights(model.get_weights())
-
-
-
 class EpochEnd(tf.keras.callbacks.Callback):
     """Exact validation (and test, for time-to-accuracy), agreement on stopping, history, rank-0 checkpoint.
 
@@ -216,7 +211,7 @@ class EpochEnd(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_start
         optimizer = self.model.optimizer
-        sync_weights(self.model, self.scorer)
+        self.scorer.set_weights(self.model.get_weights())
         scores, stop_votes = evaluate.aggregated(self.scorer, self.mnist.validation, self.world, f"val_{epoch}",
                                                  float(self.stop.received is not None))
         steps_done = int(optimizer.iterations) - epoch * self.plan.steps_per_epoch
@@ -335,8 +330,8 @@ def run(config: TrainConfig) -> int:
 
     scorer = models.build(config.model)  # float32, no Horovod optimizer: saved, loads with plain tf.keras
     epoch_end = EpochEnd(config, world, mnist, plan, history, start_epoch, stop, save, scorer)
-    callbacks = [distributed.hvd_module().callbacks.BroadcastGlobalVariablesCallback(0),
-                 distributed.hvd_module().callbacks.MetricAverageCallback(), epoch_end]
+    hvd_callbacks = distributed.hvd_module().callbacks
+    callbacks = [hvd_callbacks.BroadcastGlobalVariablesCallback(0), hvd_callbacks.MetricAverageCallback(), epoch_end]
     if recipe.steps:
         callbacks.append(StepBudget(total_steps))
     if world.is_root:
@@ -346,12 +341,11 @@ def run(config: TrainConfig) -> int:
     t_fit = epoch_end.fit_start = time.perf_counter()
     if start_epoch < epochs and int(model.optimizer.iterations) < total_steps:
         model.fit(training_dataset(mnist.train, world, plan, start_epoch, epochs, config.seed, recipe.augment),
-                  epochs=epochs,
-                  initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch, callbacks=callbacks,
-                  verbose=2 if world.is_root else 0)
+                  epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=plan.steps_per_epoch,
+                  callbacks=callbacks, verbose=2 if world.is_root else 0)
     fit_seconds = time.perf_counter() - t_fit
 
-    sync_weights(model, scorer)
+    scorer.set_weights(model.get_weights())  # also when fit had nothing left to train
     test, _ = evaluate.aggregated(scorer, mnist.test, world, "test")
     trained = sum(h["images"] for h in history if h["epoch"] > start_epoch)
     metrics = {
