@@ -1,8 +1,14 @@
 # The README's two commands:  make smoke  (install + local 2-rank smoke training)
 #                             make test   (install + the whole test suite)
 # Set-up is idempotent: scripts/setup.sh checks what is installed and rebuilds nothing.
+#
+# STACK=default (Python 3.12, TensorFlow 2.21 + tf-keras, patched Horovod; in .venv) or
+# STACK=tf2.15 (Python 3.11, TensorFlow 2.15.1, Horovod as released; in .venv-tf2.15).
+# Exact versions: stacks/$(STACK).txt.
 
-VENV   ?= .venv
+STACK  ?= default
+VENV   ?= $(if $(filter default,$(STACK)),.venv,.venv-$(STACK))
+export STACK VENV
 PY     := $(VENV)/bin/python
 NP     ?= 2
 # Data: $MNIST_HPC_DATA if set, else the shared copy next to this checkout, else ~/.cache/mnist_hpc
@@ -14,7 +20,7 @@ endif
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup smoke test data templates clean
+.PHONY: setup smoke test fallback-check data templates clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +33,12 @@ smoke: data
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The short check that keeps the fallback stack from rotting (CI runs it after `make test`):
+# 2-rank training of both models, evaluate, one SLURM template job, on STACK=tf2.15.
+fallback-check:
+	$(MAKE) STACK=tf2.15 VENV=.venv-tf2.15 setup
+	.venv-tf2.15/bin/python -m pytest -m fallback
 
 templates: setup
 	for t in train_simple train_cnn bench; do $(PY) -m mnist_hpc slurm render $$t > slurm/$$t.sbatch; done

@@ -16,9 +16,10 @@ import json
 import time
 
 import numpy as np
-import tensorflow as tf
 
-from mnist_hpc import data, models
+from mnist_hpc import data, models  # first: makes tf.keras Keras 2 (mnist_hpc/stack.py)
+
+import tensorflow as tf
 
 RECIPES = {"cnn": ("adam", 1e-3, 128, 8), "simple": ("sgd", 1.0, 256, 30)}  # optimizer, lr, batch, epochs
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - the measurements behind benchmarks/RESULTS.md, run one after another on an idle machine.
 #   bash benchmarks/run.sh [GROUP ...]
-# groups: plain recipes peak baseline sweep strong allreduce slurm tta cnn-default cnn-seed cnn-default-bf16 bf16
+# groups: stacks stack-recipes plain recipes peak baseline sweep strong allreduce slurm tta cnn-default cnn-seed cnn-default-bf16 bf16
 # Results (metrics.json / bench JSON) are copied to benchmarks/results/<name>.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -82,6 +82,23 @@ for group in "${groups[@]}"; do
       for i in $(seq "$REPEATS"); do
         $PY -m mnist_hpc bench throughput --model cnn --batch-size 128 --precision bf16 --out "$OUT/bf16-cnn-$i.json" > /dev/null
       done ;;
+    stacks)  # issue 11: fallback (tf2.15, .venv-tf2.15) vs default stack (.venv), interleaved in one sitting:
+      # plain tf.keras CNN throughput fp32 and bf16 (one process, --compare-plain) and 2-rank CNN training
+      for i in $(seq "$REPEATS"); do
+        for stack in tf2.15 default; do
+          venv=.venv; [ "$stack" = default ] || venv=.venv-$stack
+          for precision in fp32 bf16; do
+            $venv/bin/python -m mnist_hpc bench throughput --model cnn --batch-size 128 --precision "$precision" \
+              --compare-plain --out "$OUT/stack-$stack-plain-$precision-$i.json" > /dev/null
+          done
+          PY=$venv/bin/python train "stack-$stack-cnn-np2-$i" --model cnn --epochs 2
+        done
+      done ;;
+    stack-recipes)  # issue 11: the four recipes' accuracy on the default stack (2 ranks)
+      train stack-default-simple-seed-np2 --model simple --recipe seed
+      train stack-default-simple-default-np2 --model simple --recipe default
+      train stack-default-cnn-default-np2 --model cnn
+      train stack-default-cnn-seed-np2 --model cnn --recipe seed --precision fp32 ;;
     *) echo "unknown group $group" >&2; exit 2 ;;
   esac
 done

@@ -14,9 +14,10 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
-from mnist_hpc import data, models, train
+from mnist_hpc import data, models, train  # first: makes tf.keras Keras 2 (mnist_hpc/stack.py)
+
+import tensorflow as tf
 
 
 def run(mnist: data.Mnist, lr: float = 1.0, batch: int = 256, epochs: int = 30, wd: float = 0.0,

@@ -14,13 +14,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mnist_hpc import checkpoint, cli, stack
 from mnist_hpc.jobspec import JobSpec, launch_environment
 
 SMOKE_BUDGETS = {"simple": ["--epochs", "3"], "cnn": ["--steps", "600"]}
 
 
+def validate(args: list[str]) -> None:
+    """What the ranks would refuse, refused once here, before mpirun starts any of them."""
+    if args[:1] == ["train"]:
+        cli.validate_train(args[1:])
+    elif args[:1] in (["evaluate"], ["bench"], ["doctor"]):
+        stack.require_keras2()
+
+
 def run_local(args: list[str], ranks: int) -> int:
     """Launch ``mnist-hpc ARGS`` on ``ranks`` local ranks; return their exit status."""
+    try:
+        validate(args)
+    except (cli.UsageError, stack.StackError, checkpoint.CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     spec = JobSpec(tuple(args), ntasks_per_node=ranks)
     command = spec.mpirun_command() if ranks > 1 else spec.command()
     print("+", spec.shell(command), flush=True)

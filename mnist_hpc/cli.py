@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import checkpoint, data, distributed, jobspec, rundir
+from . import checkpoint, data, distributed, jobspec, rundir, stack
 from .config import INITS, MAX_SHIFT, MODELS, PRECISIONS, RECIPE_NAMES, TrainConfig
 from .distributed import HorovodKnobs
 
@@ -147,6 +147,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """Validate the parsed ``train`` arguments against the file system; build the config."""
+    stack.require_keras2()
     if args.model == "simple" and args.precision in ("bf16", "fp16"):
         raise UsageError(f"--precision: {args.precision} applies to the cnn model; simple trains in fp32 "
                          "(allowed: auto, fp32)")
@@ -186,6 +187,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not model_path.is_file():
         raise UsageError(f"evaluate: {args.target} is neither a run directory with model.keras nor a model file")
     check_data(args.data_dir)
+    stack.require_keras2()
     from . import evaluate
 
     return evaluate.main(model_path, args.data_dir)
@@ -205,6 +207,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.action != "report":
+        stack.require_keras2()
     from . import bench
 
     if args.dry_run:
@@ -241,6 +245,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             rundir.write_json_atomic(Path(args.out), result)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    stack.require_keras2()
+    from . import doctor
+
+    return doctor.main(args.json)
 
 
 def cmd_slurm_render(args: argparse.Namespace) -> int:
@@ -311,6 +322,10 @@ def build_parser() -> Parser:
     bench.add_argument("--dry-run", action="store_true", help="validate the arguments; do not measure")
     bench.set_defaults(func=cmd_bench)
 
+    doctor = sub.add_parser("doctor", help="this node's stack: Python, TensorFlow, Keras 2, Horovod, MPI")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(func=cmd_doctor)
+
     slurm = sub.add_parser("slurm", help="print the sbatch script of a template (slurm/*.sbatch)")
     slurm.add_argument("action", choices=("render",))
     slurm.add_argument("template", choices=tuple(jobspec.TEMPLATES))
@@ -324,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, checkpoint.CheckpointError) as err:
+    except (UsageError, checkpoint.CheckpointError, stack.StackError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -137,6 +137,10 @@ def init(knobs: HorovodKnobs = HorovodKnobs(), intra_op_threads: int | None = No
     """Initialise Horovod, pin this rank's GPU and set its thread layout; return the world."""
     import tensorflow as tf
 
+    from .stack import check_runtime_keras
+
+    # Horovod: its Keras layer needs Keras 2; under Keras 3 ranks would silently train apart.
+    check_runtime_keras(tf)
     os.environ.update(knobs.environment())
     n_gpus = len(tf.config.list_physical_devices("GPU"))
     os.environ.update(cpu_rank_environment(n_gpus, dict(os.environ), cpu_cycle_time_ms))
@@ -192,12 +196,27 @@ def barrier() -> None:
         hvd_tf.allreduce(np.zeros(1), op=hvd_tf.Sum, name="barrier")
 
 
+def gather_object(obj: Any, name: str) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    import horovod.tensorflow as hvd_tf
+
+    if hvd_tf.size() == 1:
+        return [obj]
+    return list(hvd_tf.allgather_object(obj, name=name))
+
+
 def gather_hostnames() -> list[str]:
     """The host name of every rank, in rank order."""
     import socket
 
-    import horovod.tensorflow as hvd_tf
+    return gather_object(socket.gethostname(), "hostnames")
 
-    if hvd_tf.size() == 1:
-        return [socket.gethostname()]
-    return list(hvd_tf.allgather_object(socket.gethostname(), name="hostnames"))
+
+def weights_digest(weights: Sequence[np.ndarray]) -> str:
+    """SHA-256 of the weights' bytes: equal on every rank iff the ranks hold the same model."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoint, data, distributed, evaluate, models
+from . import checkpoint, data, distributed, evaluate, models, stack
 from .rundir import write_json_atomic
 from .config import CPU_CYCLE_TIME_MS, DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe, TrainConfig
 
@@ -162,17 +162,6 @@ def make_optimizer(recipe: Recipe, lr_schedule: WarmupThenDecay) -> tf.keras.opt
 
 
 # ------------------------------------------------------------------ outputs
-def versions() -> dict[str, str]:
-    import horovod
-    import mpi4py
-
-    mpi4py.rc.initialize = False
-    from mpi4py import MPI
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "horovod": horovod.__version__, "mpi": MPI.Get_library_version().splitlines()[0].strip(" \x00")}
-
-
 class StopRequest:
     """Set by SIGTERM/SIGUSR1 (the SLURM warning signal); checked by all ranks at epoch end."""
 
@@ -348,15 +337,20 @@ def run(config: TrainConfig) -> int:
     scorer.set_weights(model.get_weights())  # also when fit had nothing left to train
     test, _ = evaluate.aggregated(scorer, mnist.test, world, "test")
     trained = sum(h["images"] for h in history if h["epoch"] > start_epoch)
+    # Horovod: averaged gradients keep every rank's weights bit-identical. If they differ, the
+    # gradients were not averaged (e.g. Keras 3 as tf.keras): the run is reported as broken.
+    digests = distributed.gather_object(distributed.weights_digest(model.get_weights()), "weights_digest")
+    ranks_agree = len(set(digests)) == 1
+    status = "interrupted" if epoch_end.stopped_by_signal else "completed"
     metrics = {
         "model": config.model, "recipe": config.recipe, "precision": precision, "world_size": world.size,
-        "status": "interrupted" if epoch_end.stopped_by_signal else "completed",
+        "status": status if ranks_agree else "ranks_disagree", "rank_weight_digests": digests,
         "epochs_completed": len(history), "history": history,
         "test_accuracy": test.accuracy, "test_loss": test.loss, "test_correct": test.correct,
         "images_per_second": trained / fit_seconds if fit_seconds > 0 else 0.0,
         "wall_seconds": fit_seconds, "startup_seconds": startup_seconds,
         "global_batch_size": recipe.batch_size * world.size, "steps": int(model.optimizer.iterations),
-        "recipe_settings": asdict(recipe), "versions": versions(),
+        "recipe_settings": asdict(recipe), "versions": stack.versions(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "target_accuracy": config.target_accuracy, "time_to_target": epoch_end.time_to_target,
         "hosts": distributed.gather_hostnames(),
@@ -366,4 +360,9 @@ def run(config: TrainConfig) -> int:
         write_json_atomic(run_dir / "metrics.json", metrics)
         print(f"{config.model}: test accuracy {test.accuracy:.4f} ({test.correct}/{test.count}) "
               f"on {world.size} rank(s) in {fit_seconds:.1f} s; run directory {run_dir.resolve()}")
+        if not ranks_agree:
+            print(f"error: the {world.size} ranks ended with different weights, so gradients were not averaged "
+                  "(run 'mnist-hpc doctor': is tf.keras Keras 2?)", file=sys.stderr)
+    if not ranks_agree:
+        return 1
     return INTERRUPTED_EXIT if epoch_end.stopped_by_signal else 0

@@ -1,95 +1,146 @@
 #!/usr/bin/env bash
-# setup.sh - idempotent set-up of mnist-hpc into ./.venv.
+# setup.sh - idempotent set-up of mnist-hpc into a virtualenv, for one stack.
 #
 # Installs what is missing and nothing else:
-#   1. an MPI implementation (Debian's Open MPI through apt-get when root on Debian/Ubuntu;
-#      otherwise the `mpicc` already on PATH, e.g. after `module load openmpi`),
-#   2. .venv with Python 3.11,
-#   3. the pinned stack (tensorflow-cpu, mpi4py built against the system MPI, submitit, pytest...),
-#   4. horovod built from source with TensorFlow + MPI + Gloo,
+#   1. build tools and MPI (Debian's Open MPI through apt-get when root on Debian/Ubuntu;
+#      otherwise the `mpicc`, `cmake` and `g++` already on PATH, e.g. after `module load`),
+#   2. the virtualenv, with the stack's Python,
+#   3. the stack's pinned packages (stacks/$STACK.txt is a pip constraints file: the one place
+#      exact versions live), mpi4py built against the MPI on PATH,
+#   4. Horovod built from its sdist with TensorFlow + MPI + Gloo, patched as the stack says
+#      (scripts/horovod/build.sh; the wheel is cached, so a second set-up does not rebuild),
 #   5. this package (editable).
 # Re-running it checks installed versions and `horovodrun --check-build` and rebuilds nothing.
 #
-# Knobs: PYTHON (default python3.11), VENV (default .venv), TF_PACKAGE (default tensorflow-cpu;
-# use 'tensorflow[and-cuda]' on GPU nodes, with HOROVOD_GPU_OPERATIONS=NCCL for the Horovod build),
-# MNIST_HPC_SETUP_APT=0 to never call apt-get.
+# Knobs:
+#   STACK       default (Python 3.12, TensorFlow 2.21 + tf-keras, patched Horovod) or
+#               tf2.15 (Python 3.11, TensorFlow 2.15.1, Horovod as released)
+#   PYTHON      the interpreter to use; else python3.12, else the newest other Python the stack
+#               accepts, looked up on PATH and in pyenv ($PYENV_ROOT/versions)
+#   VENV        default .venv for the default stack, .venv-$STACK for another
+#   TF_PACKAGE  default tensorflow-cpu; 'tensorflow[and-cuda]' on GPU nodes, with
+#               HOROVOD_GPU_OPERATIONS=NCCL for the Horovod build
+#   MNIST_HPC_SETUP_APT=0   never call apt-get
+#   MNIST_HPC_WHEEL_CACHE   where built Horovod wheels are kept (default ~/.cache/mnist-hpc/wheels)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PYTHON=${PYTHON:-python3.11}
-VENV=${VENV:-.venv}
-TF_VERSION=2.15.1
-HOROVOD_VERSION=0.28.1
-TF_PACKAGE=${TF_PACKAGE:-tensorflow-cpu}
+STACK=${STACK:-default}
+STACK_FILE=stacks/$STACK.txt
 say() { echo "[setup] $*"; }
 die() { echo "[setup] error: $*" >&2; exit 1; }
+[ -f "$STACK_FILE" ] || die "STACK=$STACK: no such stack (allowed: $(cd stacks && ls *.txt | sed 's/\.txt$//' | xargs))"
+if [ "$STACK" = default ]; then VENV=${VENV:-.venv}; else VENV=${VENV:-.venv-$STACK}; fi
+TF_PACKAGE=${TF_PACKAGE:-tensorflow-cpu}
+
+# stack_field KEY: the value of a `# KEY: value` line of the stack file
+stack_field() { sed -n "s/^# $1: *//p" "$STACK_FILE" | head -1; }
+# pin NAME: the version the stack file pins NAME to
+pin() { sed -n "s/^$1==//p" "$STACK_FILE" | head -1; }
+PYTHONS=$(stack_field python)          # accepted Python versions, preferred first
+HOROVOD_PATCH=$(stack_field horovod-patch)
+KERAS=$(stack_field keras)             # tf-keras: install it and use it as tf.keras; bundled: TF's own
+HOROVOD_VERSION=$(pin horovod)
+TF_VERSION=$(pin tensorflow)
+[ -n "$PYTHONS" ] && [ -n "$HOROVOD_PATCH" ] && [ -n "$HOROVOD_VERSION" ] && [ -n "$TF_VERSION" ] \
+  || die "$STACK_FILE lacks a '# python:' or '# horovod-patch:' line, or a horovod/tensorflow pin"
 
 # ------------------------------------------------------------------ 1. MPI and build tools
 apt_packages=()
 command -v mpicc >/dev/null 2>&1 || apt_packages+=(libopenmpi-dev openmpi-bin)
 command -v cmake >/dev/null 2>&1 || apt_packages+=(cmake)
 command -v g++ >/dev/null 2>&1 || apt_packages+=(g++)
+command -v patch >/dev/null 2>&1 || apt_packages+=(patch)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${MNIST_HPC_SETUP_APT:-1}" = 1 ]; then
     say "apt-get install ${apt_packages[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
   else
-    die "missing ${apt_packages[*]}: on a cluster run e.g. 'module load openmpi cmake gcc' so that mpicc, cmake and g++ are on PATH (or install them as root: apt-get install libopenmpi-dev openmpi-bin cmake g++)"
+    die "missing ${apt_packages[*]}: on a cluster run e.g. 'module load openmpi cmake gcc' so that mpicc, cmake and g++ are on PATH (or install them as root: apt-get install libopenmpi-dev openmpi-bin cmake g++ patch)"
   fi
 fi
 
-# ------------------------------------------------------------------ 2. virtualenv
-command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found: Python 3.11 is required (set PYTHON=/path/to/python3.11)"
+# ------------------------------------------------------------------ 2. Python and the virtualenv
+# py_version EXE: "3.12" if EXE runs, else nothing
+py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true; }
+# find_python X.Y: an interpreter of that version on PATH or in pyenv (newest patch release)
+find_python() {
+  local candidate
+  for candidate in "python$1" $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python"$1" 2>/dev/null | sort -rV); do
+    if [ "$(py_version "$candidate")" = "$1" ]; then command -v "$candidate"; return 0; fi
+  done
+  return 1
+}
+if [ -n "${PYTHON:-}" ]; then
+  have=$(py_version "$PYTHON")
+  [ -n "$have" ] || die "PYTHON=$PYTHON does not run: point it at a Python ${PYTHONS// /, } interpreter"
+  [[ " $PYTHONS " == *" $have "* ]] || die "PYTHON=$PYTHON is Python $have; stack '$STACK' needs ${PYTHONS// / or } (use STACK=tf2.15 for 3.11 with TensorFlow 2.15)"
+else
+  preferred=${PYTHONS%% *}
+  others=$(tr ' ' '\n' <<<"${PYTHONS#"$preferred"}" | sort -rV | xargs)
+  for want in $preferred $others; do
+    PYTHON=$(find_python "$want") && break || PYTHON=
+  done
+  [ -n "$PYTHON" ] || die "no Python ${PYTHONS// /, } found on PATH or in pyenv: install one (e.g. apt-get install python3.12-venv, 'pyenv install 3.12', or 'module load python/3.12') or set PYTHON=/path/to/python3.12"
+fi
+want_version=$(py_version "$PYTHON")
+if [ -x "$VENV/bin/python" ] && [ "$(py_version "$VENV/bin/python")" != "$want_version" ]; then
+  say "$VENV has Python $(py_version "$VENV/bin/python"), stack '$STACK' wants $want_version: recreating it"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
-  say "creating $VENV with $PYTHON"
-  "$PYTHON" -m venv "$VENV"
+  say "creating $VENV with $PYTHON (Python $want_version)"
+  "$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed: install the venv module (e.g. apt-get install python$want_version-venv)"
   "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
 fi
 PY="$VENV/bin/python"
-# pip install, quiet; drops the warnings a pip config naming a missing local index prints per package
+# pip install with the stack's constraints, quiet; drops the warnings a pip config naming a
+# missing local index prints per package
 pip_install() {
-  "$PY" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  "$PY" -m pip install -q -c "$STACK_FILE" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 
-# has NAME==VERSION ... : every named distribution is installed at exactly that version
+# has NAME ...: every named distribution is installed at the version the stack pins
 has() {
-  "$PY" - "$@" <<'PYEOF'
-import sys
+  "$PY" - "$STACK_FILE" "$@" <<'PYEOF'
+import re, sys
 from importlib.metadata import version, PackageNotFoundError
-for spec in sys.argv[1:]:
-    name, _, want = spec.partition("==")
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+pins = {norm(a): b for a, b in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", open(sys.argv[1]).read(), re.M)}
+for name in sys.argv[2:]:
     try:
         have = version(name)
     except PackageNotFoundError:
         sys.exit(1)
-    if want and have != want:
+    if norm(name) in pins and have != pins[norm(name)]:
         sys.exit(1)
 PYEOF
 }
 
 # ------------------------------------------------------------------ 3. pinned stack
 TF_DIST=${TF_PACKAGE%%[*}
-if ! has "$TF_DIST==$TF_VERSION" mpi4py submitit pytest matplotlib; then
-  say "installing $TF_PACKAGE==$TF_VERSION, mpi4py (against $(command -v mpicc)), submitit, pytest, matplotlib"
-  pip_install "$TF_PACKAGE==$TF_VERSION" "numpy==1.26.4"
-  pip_install --no-binary mpi4py "mpi4py==4.1.2"
+keras_pkgs=()
+[ "$KERAS" = tf-keras ] && keras_pkgs=(tf-keras)
+if ! has "$TF_DIST" "${keras_pkgs[@]}" tensorboard numpy mpi4py submitit pytest pytest-timeout hypothesis matplotlib; then
+  say "installing $TF_PACKAGE==$TF_VERSION ${keras_pkgs[*]}, mpi4py (against $(command -v mpicc)), submitit, pytest, matplotlib"
+  pip_install "$TF_PACKAGE" "${keras_pkgs[@]}" tensorboard numpy
+  pip_install --no-binary mpi4py mpi4py
   pip_install -e ".[test]"
 fi
 
 # ------------------------------------------------------------------ 4. horovod from source
 horovod_ok() {
-  has "horovod==$HOROVOD_VERSION" || return 1
+  has horovod || return 1
   local report
   report=$("$VENV/bin/horovodrun" --check-build 2>/dev/null) || return 1
   grep -q '\[X\] TensorFlow' <<<"$report" && grep -q '\[X\] MPI' <<<"$report" && grep -q '\[X\] Gloo' <<<"$report"
 }
 if ! horovod_ok; then
-  say "building horovod $HOROVOD_VERSION from source with TensorFlow + MPI + Gloo (about 2 minutes)"
   pip_install wheel packaging
-  HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 \
-  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
-    pip_install --no-build-isolation "horovod==$HOROVOD_VERSION"
+  wheel=$(bash scripts/horovod/build.sh "$PY" "$HOROVOD_VERSION" "$HOROVOD_PATCH")
+  pip_install --force-reinstall --no-deps "$wheel"
+  pip_install "$wheel"   # Horovod's own dependencies (cloudpickle, psutil, pyyaml, ...)
   horovod_ok || { "$VENV/bin/horovodrun" --check-build || true; die "horovod built without TensorFlow, MPI or Gloo (see above)"; }
 fi
 
@@ -97,4 +148,6 @@ fi
 if ! "$PY" -c 'import mnist_hpc, sys; sys.exit(0 if mnist_hpc.__file__.startswith(sys.argv[1]) else 1)' "$PWD" 2>/dev/null; then
   pip_install --no-deps -e .
 fi
-say "ready: $("$PY" -c 'import tensorflow as tf, horovod, mpi4py; print("tensorflow", tf.__version__, "horovod", horovod.__version__, "mpi4py", mpi4py.__version__)' 2>/dev/null)"
+"$PY" -m mnist_hpc doctor || die "the installed stack is not usable (see above)"
+say "horovodrun --check-build:"
+"$VENV/bin/horovodrun" --check-build | sed '/^$/d'

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import mnist_hpc  # noqa: F401 - first, as every entry point: makes tf.keras Keras 2 (mnist_hpc/stack.py)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -1,48 +1,117 @@
-"""The pins agree everywhere a user may install from."""
+"""The pins: one place per stack (stacks/*.txt), and everything a user installs from agrees with it."""
 
 import re
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
 
 from conftest import REPO
+from mnist_hpc import stack
+
+STACKS = sorted((REPO / "stacks").glob("*.txt"))
 
 
-def pyproject_pins() -> dict[str, str]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    specs = project["project"]["dependencies"] + [s for extra in project["project"]["optional-dependencies"].values()
-                                                   for s in extra]
-    pins = dict(re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)$", s).groups() for s in specs)
-    pins |= {name: version for name, version in project["tool"]["mnist-hpc"]["pins"].items()}
-    return pins
+def stack_pins(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", path.read_text(), re.M))
 
 
-def test_environment_yml_pins_equal_pyproject():
+def stack_field(path: Path, key: str) -> str:
+    return re.search(rf"^# {key}: *(.+)$", path.read_text(), re.M).group(1).strip()
+
+
+def test_the_two_stacks_exist():
+    assert [p.stem for p in STACKS] == ["default", "tf2.15"]
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.stem)
+def test_stack_pins_satisfy_pyproject(path):
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = stack_pins(path)
+    required = [Requirement(s) for s in project["dependencies"] + project["optional-dependencies"]["test"]]
+    if stack_field(path, "keras") == "tf-keras":  # the default stack is what the cpu extra installs
+        required += [Requirement(s) for s in project["optional-dependencies"]["cpu"]]
+    for req in required:
+        assert req.name in pins, f"{path.name} does not pin {req.name}"
+        assert req.specifier.contains(pins[req.name]), f"{path.name}: {req.name}=={pins[req.name]} not in {req}"
+    assert pins["tensorflow"] == pins["tensorflow-cpu"]
+    python_ok = [v for v in stack_field(path, "python").split()]
+    assert all(Requirement(f"python{project['requires-python']}").specifier.contains(f"{v}.0") for v in python_ok)
+
+
+def test_default_stack_is_current_and_keras2():
+    pins = stack_pins(REPO / "stacks" / "default.txt")
+    assert stack_field(REPO / "stacks" / "default.txt", "python").split()[0] == "3.12"
+    assert pins["tf-keras"].split(".")[:2] == pins["tensorflow"].split(".")[:2]  # the matching Keras 2
+    patch = REPO / stack_field(REPO / "stacks" / "default.txt", "horovod-patch")
+    assert patch.is_file() and pins["horovod"] in patch.name
+
+
+def test_environment_yml_pins_equal_the_default_stack():
     env = (REPO / "environment.yml").read_text()
-    pins = pyproject_pins()
+    pins = stack_pins(REPO / "stacks" / "default.txt")
     conda_pins = dict(re.findall(r"^\s+- ([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)$", env, re.M))
     assert conda_pins, "no pinned pip packages found in environment.yml"
     for name, version in conda_pins.items():
-        assert pins.get(name) == version, f"environment.yml pins {name}=={version}, pyproject.toml {pins.get(name)}"
-    assert f"python={pins['python']}" in env
-    assert f"horovod=={pins['horovod']}" in env
-    assert pins["tensorflow-cpu"] == pins["tensorflow"]
+        assert pins.get(name) == version, f"environment.yml pins {name}=={version}, stacks/default.txt {pins.get(name)}"
+    assert f"python={stack_field(REPO / 'stacks' / 'default.txt', 'python').split()[0]}" in env
+    assert "scripts/horovod/build.sh" in env
 
 
-def test_setup_script_pins_equal_pyproject():
-    script = (REPO / "scripts" / "setup.sh").read_text()
-    pins = pyproject_pins()
-    assert f"TF_VERSION={pins['tensorflow']}" in script
-    assert f"HOROVOD_VERSION={pins['horovod']}" in script
-    assert f"numpy=={pins['numpy']}" in script and f"mpi4py=={pins['mpi4py']}" in script
+def test_setup_script_pins_nothing_itself():
+    """Exact versions live in stacks/*.txt only: the scripts read them."""
+    for script in ("scripts/setup.sh", "scripts/horovod/build.sh", "Makefile"):
+        text = (REPO / script).read_text()
+        assert not re.search(r"(tensorflow|numpy|mpi4py|horovod|keras)[a-z-]*==\d", text), script
 
 
-def test_installed_versions_are_the_pinned_ones():
+@pytest.mark.fallback
+def test_installed_versions_are_the_stacks():
+    """This interpreter runs one of the stacks exactly, with Keras 2 as tf.keras."""
     from importlib.metadata import version
 
     import horovod
     import tensorflow as tf
 
-    pins = pyproject_pins()
-    assert tf.__version__ == pins["tensorflow"] and horovod.__version__ == pins["horovod"]
-    assert version("keras").startswith("2.") and tf.keras.__name__.startswith("keras.api._v2")  # Keras 2, not 3
-    for name in ("numpy", "mpi4py", "submitit"):
+    tf_version = tf.__version__
+    (path,) = [p for p in STACKS if stack_pins(p)["tensorflow"] == tf_version]
+    pins = stack_pins(path)
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}" in stack_field(path, "python").split()
+    assert horovod.__version__ == pins["horovod"]
+    for name in ("numpy", "mpi4py", "submitit", "pytest", "hypothesis", "pytest-timeout"):
         assert version(name) == pins[name], name
+    distribution, keras_version = stack.keras_of(tf)
+    assert keras_version.startswith("2.")  # Keras 2, never 3
+    if "tf-keras" in pins:
+        assert (distribution, keras_version) == ("tf-keras", pins["tf-keras"])
+
+
+@pytest.mark.fallback
+def test_horovod_check_build_shows_tensorflow_mpi_and_gloo():
+    horovodrun = Path(sys.executable).parent / "horovodrun"
+    report = subprocess.run([str(horovodrun), "--check-build"], capture_output=True, text=True, timeout=120).stdout
+    for line in ("[X] TensorFlow", "[X] MPI", "[X] Gloo"):
+        assert line in report, report
+
+
+@pytest.mark.parametrize("env,expect", [
+    ({"STACK": "tf9"}, "STACK=tf9: no such stack (allowed: default tf2.15)"),
+    ({"PYTHON": "/nonexistent/python3.12"}, "PYTHON=/nonexistent/python3.12 does not run"),
+    ({"PYTHON": "/root/.pyenv/versions/3.10.13/bin/python3.10"}, "is Python 3.10; stack 'default' needs 3.12 or 3.13 or 3.11"),
+    ({"STACK": "tf2.15", "PYTHON": "/root/.pyenv/versions/3.12.1/bin/python3.12"}, "stack 'tf2.15' needs 3.11"),
+])
+def test_setup_refuses_a_wrong_stack_or_python_in_one_line(tmp_path, env, expect):
+    """Before anything is installed: one line naming the value and what is allowed."""
+    python = env.get("PYTHON", "")
+    if python.startswith("/root/.pyenv") and not Path(python).exists():
+        pytest.fail(f"this test needs {python} (pyenv on this kind of machine has 3.10-3.13)")
+    result = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=120,
+                            env={**{k: v for k, v in __import__("os").environ.items() if k not in ("STACK", "VENV")},
+                                 "VENV": str(tmp_path / "venv"), **env})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[setup] error: ") and expect in lines[0], result.stderr
+    assert not (tmp_path / "venv").exists()

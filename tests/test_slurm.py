@@ -66,6 +66,7 @@ def test_committed_templates_are_the_rendered_ones():
             f"slurm/{name}.sbatch is stale: run 'make templates'"
 
 
+@pytest.mark.fallback
 def test_train_simple_template(slurm_env, tmp_path):
     job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS="--epochs 2")
     assert wait_for(job, slurm_env) == "COMPLETED", (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
