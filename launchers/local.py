@@ -4,49 +4,57 @@
     python launchers/local.py --np 2 train --model cnn --epochs 1 --out runs/cnn
     python launchers/local.py smoke [--np 2] [--out runs/smoke]
     python launchers/local.py --np 2 [--global-batch 256] sweep [--out runs/sweep] [-- bench throughput options]
+
+--dry-run validates everything and prints the commands it would run, starting nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from mnist_hpc import checkpoint, cli, stack
+from mnist_hpc import cli, stack
 from mnist_hpc.jobspec import JobSpec, launch_environment
 
 SMOKE_BUDGETS = {"simple": ["--epochs", "3"], "cnn": ["--steps", "600"]}
+MAX_LOCAL_RANKS = 64  # one machine; more would only oversubscribe it
 
 
 def validate(args: list[str]) -> None:
     """What the ranks would refuse, refused once here, before mpirun starts any of them."""
-    if args[:1] == ["train"]:
-        cli.validate_train(args[1:])
-    elif args[:1] in (["evaluate"], ["bench"], ["doctor"]):
+    parsed = cli.build_parser().parse_args(args)
+    if parsed.command == "train":
+        cli.train_config(parsed)
+    elif parsed.command in ("evaluate", "bench", "doctor"):
         stack.require_keras2()
 
 
-def run_local(args: list[str], ranks: int) -> int:
+def run_local(args: list[str], ranks: int, dry_run: bool = False) -> int:
     """Launch ``mnist-hpc ARGS`` on ``ranks`` local ranks; return their exit status."""
     try:
         validate(args)
-    except (cli.UsageError, stack.StackError, checkpoint.CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except cli.INPUT_ERRORS as err:
+        cli.print_error(err)
         return 2
     spec = JobSpec(tuple(args), ntasks_per_node=ranks)
     command = spec.mpirun_command() if ranks > 1 else spec.command()
     print("+", spec.shell(command), flush=True)
+    if dry_run:
+        return 0
     return subprocess.run(command, env=launch_environment()).returncode
 
 
-def smoke(ranks: int, out: Path) -> int:
+def smoke(ranks: int, out: Path, dry_run: bool = False) -> int:
     """Train both models briefly on ``ranks`` ranks; print aggregated test accuracies."""
     results = {}
     for model, budget in SMOKE_BUDGETS.items():
         run_dir = out / model
-        status = run_local(["train", "--model", model, *budget, "--out", str(run_dir), "--resume", "never"], ranks)
+        status = run_local(["train", "--model", model, *budget, "--out", str(run_dir), "--resume", "never"], ranks,
+                           dry_run)
+        if dry_run and status == 0:
+            continue
         if status != 0:
             print(f"smoke: {model} training failed with exit status {status}", file=sys.stderr)
             return status
@@ -58,7 +66,8 @@ def smoke(ranks: int, out: Path) -> int:
     return 0
 
 
-def sweep(max_ranks: int, out: Path, bench_args: list[str], global_batch: int | None = None) -> int:
+def sweep(max_ranks: int, out: Path, bench_args: list[str], global_batch: int | None = None,
+          dry_run: bool = False) -> int:
     """Throughput at 1..max_ranks local ranks, then a report (CSV, JSON, Markdown, PNG).
 
     With ``global_batch`` (strong scaling) N ranks get ``global_batch / N`` images each, and the
@@ -69,30 +78,43 @@ def sweep(max_ranks: int, out: Path, bench_args: list[str], global_batch: int | 
         args = ["bench", "throughput", *bench_args, "--out", str(out / f"np{ranks}.json")]
         if global_batch:
             args += ["--batch-size", str(global_batch // ranks)] + (["--compare-plain"] if ranks == 1 else [])
-        status = run_local(args, ranks)
+        status = run_local(args, ranks, dry_run)
         if status != 0:
             return status
+    if dry_run:
+        return 0
     return subprocess.run([sys.executable, "-m", "mnist_hpc", "bench", "report", str(out)]).returncode
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--np", type=int, default=2, help="number of local ranks (default: 2)")
+def parse(argv: list[str] | None) -> cli.argparse.Namespace:
+    parser = cli.Parser(prog="local.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--np", type=cli.bounded(int, 1, True, f"a number of local ranks from 1 to {MAX_LOCAL_RANKS}",
+                                                 maximum=MAX_LOCAL_RANKS), default=2,
+                        help="number of local ranks (default: 2)")
     parser.add_argument("--out", type=Path, default=Path("runs/smoke"), help="smoke: parent run directory")
-    parser.add_argument("--global-batch", type=int,
+    parser.add_argument("--global-batch", type=cli.positive_int,
                         help="sweep: split this batch among the ranks and compare with plain tf.keras")
-    parser.add_argument("command", help="'smoke', or an mnist-hpc subcommand (train, evaluate, ...)")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the commands; start nothing")
+    parser.add_argument("command", help="'smoke', 'sweep', or an mnist-hpc subcommand (train, evaluate, ...)")
+    parser.add_argument("args", nargs=cli.argparse.REMAINDER, help="its arguments")
     options = parser.parse_args(argv)
-    if options.np < 1:
-        parser.error(f"--np: {options.np} is not a positive integer")
+    if options.global_batch is not None and options.global_batch % options.np:
+        raise cli.UsageError(f"--global-batch: {options.global_batch} is not a multiple of --np {options.np}")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        options = parse(argv)
+    except cli.UsageError as err:
+        cli.print_error(err)
+        return 2
     if options.command == "smoke":
-        return smoke(options.np, options.out)
-    if options.global_batch is not None and (options.global_batch < 1 or options.global_batch % options.np):
-        parser.error(f"--global-batch: {options.global_batch} is not a positive multiple of --np {options.np}")
+        return smoke(options.np, options.out, options.dry_run)
     if options.command == "sweep":
-        return sweep(options.np, options.out, [a for a in options.args if a != "--"], options.global_batch)
-    return run_local([options.command, *options.args], options.np)
+        return sweep(options.np, options.out, [a for a in options.args if a != "--"], options.global_batch,
+                     options.dry_run)
+    return run_local([options.command, *options.args], options.np, options.dry_run)
 
 
 if __name__ == "__main__":

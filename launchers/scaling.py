@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}"))
     parser.add_argument("--setup", action="append", default=[], help="shell line run before each job")
     parser.add_argument("--wait-timeout", type=cli.positive_int, default=3600)
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the jobs; submit nothing")
     try:
         options = parser.parse_args(argv[:split])
         out = options.out.absolute()
@@ -55,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
                 account=options.account, name=options.job_name), str(result_file))
             if cli.main([*specs[nodes][0].args, "--dry-run"]) != 0:
                 return 2
-    except (cli.UsageError, jobspec.JobSpecError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (jobspec.JobSpecError, *cli.INPUT_ERRORS) as err:
+        cli.print_error(err)
         return 2
+    if options.dry_run:
+        for nodes, (spec, _) in specs.items():
+            print(f"{nodes} node(s): {spec.shell(spec.command())}")
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for nodes, (spec, result_file) in specs.items():

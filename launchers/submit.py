@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -104,17 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options, train_args = parse(argv)
         spec, run_dir = build_spec(options, train_args)
-    except (jobspec.JobSpecError, cli.UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (jobspec.JobSpecError, *cli.INPUT_ERRORS) as err:
+        cli.print_error(err)
         return 2
     os.environ.update(jobspec.launch_environment())
-    executor = make_executor(spec, options)
     if options.dry_run:
-        if executor.cluster == "slurm":
-            print(executor._executor._make_submission_file_text("<submitit command>", "<uid>"))
-        else:
-            print(spec.shell(spec.mpirun_command() if spec.world_size > 1 else spec.command()))
+        with tempfile.TemporaryDirectory() as scratch:  # a dry run leaves no submitit folder behind
+            executor = make_executor(spec, argparse.Namespace(**{**vars(options), "folder": Path(scratch)}))
+            if executor.cluster == "slurm":
+                print(executor._executor._make_submission_file_text("<submitit command>", "<uid>"))
+            else:
+                print(spec.shell(spec.mpirun_command() if spec.world_size > 1 else spec.command()))
         return 0
+    executor = make_executor(spec, options)
     job = executor.submit(Training(), spec, run_dir)
     print(f"submitted job {job.job_id}; run directory {run_dir}; logs {job.paths.stdout}", flush=True)
     return wait(job, options.wait_timeout) if options.wait else 0

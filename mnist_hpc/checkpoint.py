@@ -9,18 +9,17 @@ checkpoint's name; a damaged file is detected by the zip CRCs and skipped on loo
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .rundir import PRIVATE_FILE_MODE
+from .rundir import atomic_path
 
 PATTERN = re.compile(r"^ckpt-(\d{5})\.npz$")
 PRIVATE_DIR_MODE = 0o750
@@ -46,14 +45,6 @@ def path_for(directory: Path, epoch: int) -> Path:
     return directory / f"ckpt-{epoch:05d}.npz"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(directory: Path, meta: dict[str, Any], model_weights: list[np.ndarray],
          optimizer_variables: list[np.ndarray], keep: int = 3,
          write: Callable[..., None] = np.savez) -> Path:
@@ -66,18 +57,8 @@ def save(directory: Path, meta: dict[str, Any], model_weights: list[np.ndarray],
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     arrays |= {f"model_{i:04d}": w for i, w in enumerate(model_weights)}
     arrays |= {f"opt_{i:04d}": v for i, v in enumerate(optimizer_variables)}
-    fd, tmp_name = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out, **arrays)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, PRIVATE_FILE_MODE)
-        os.replace(tmp_name, target)
-        _fsync_dir(directory)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        write(out, **arrays)
     for old in candidates(directory)[keep:]:
         old.unlink(missing_ok=True)
     return target
@@ -96,7 +77,7 @@ def read_meta(path: Path) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(npz["meta"].tobytes().decode())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, zlib.error) as err:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
     if not {"epoch", "model"} <= meta.keys():
         raise CheckpointError(f"{path}: checkpoint metadata lacks epoch/model")
@@ -109,7 +90,7 @@ def load(path: Path) -> Checkpoint:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files if key != "meta"}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
     model = [arrays[k] for k in sorted(arrays) if k.startswith("model_")]
     opt = [arrays[k] for k in sorted(arrays) if k.startswith("opt_")]
@@ -125,6 +106,21 @@ def latest_valid(directory: Path, warn: Callable[[str], None] | None = None) -> 
         except CheckpointError as err:
             warn(f"skipping damaged checkpoint: {err}")
     return None
+
+
+def verify_model_file(path: Path) -> None:
+    """A saved ``.keras`` model reads back intact: a zip whose members pass their CRCs, holding a
+    Keras config (no TensorFlow needed). Raises :class:`CheckpointError` in one line."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as err:
+        raise CheckpointError(f"{path}: unreadable Keras model ({type(err).__name__}: {err})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged Keras model ({damaged} fails its CRC check)")
+    if not {"config.json", "model.weights.h5"} <= names:
+        raise CheckpointError(f"{path}: not a Keras model file (no config.json and model.weights.h5 inside)")
 
 
 def resolve(resume: str, directory: Path, model_name: str) -> Checkpoint | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -22,19 +23,34 @@ class UsageError(Exception):
     """Bad user input; reported as one line and exit status 2."""
 
 
+# what a command and every launcher report as one line with exit status 2: bad input, a checkpoint
+# or model file that cannot be used, a stack that cannot run (Keras 3)
+INPUT_ERRORS = (UsageError, checkpoint.CheckpointError, stack.StackError)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
         raise UsageError(f"{self.prog}: {message}")
 
 
 # ------------------------------------------------------------------ value types
-def _number(kind: Callable[[str], float], minimum: float, inclusive: bool, what: str):
+# The largest count any option takes: TensorFlow seeds and step counters are 32/64-bit integers,
+# and nothing in a training run needs more (2**31 - 1 epochs of MNIST is 4,000 years on a GPU).
+MAX_COUNT = 2**31 - 1
+MAX_REAL = 1e12  # the largest rate, threshold or duration an option takes; beyond it is a typo
+
+
+def bounded(kind: Callable[[str], float], minimum: float, inclusive: bool, what: str,
+            maximum: float | None = None):
+    """An argparse type: a finite number of ``kind`` in [minimum, maximum] (or (minimum, maximum])."""
+    maximum = (MAX_COUNT if kind is int else MAX_REAL) if maximum is None else maximum
+
     def parse(text: str):
         try:
             value = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value < minimum or (value == minimum and not inclusive):
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive) or value > maximum:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
         return value
 
@@ -42,10 +58,15 @@ def _number(kind: Callable[[str], float], minimum: float, inclusive: bool, what:
     return parse
 
 
-positive_int = _number(int, 1, True, "a positive integer")
-non_negative_int = _number(int, 0, True, "a non-negative integer")
-positive_float = _number(float, 0.0, False, "a positive number")
-non_negative_float = _number(float, 0.0, True, "a non-negative number")
+positive_int = bounded(int, 1, True, f"a positive integer up to {MAX_COUNT}")
+non_negative_int = bounded(int, 0, True, f"a non-negative integer up to {MAX_COUNT}")
+positive_float = bounded(float, 0.0, False, f"a positive finite number up to {MAX_REAL:g}")
+non_negative_float = bounded(float, 0.0, True, f"a non-negative finite number up to {MAX_REAL:g}")
+# a learning rate is a float32 in TensorFlow; an absurd but representable one is allowed (and caught
+# by the divergence guard if it makes the loss non-finite)
+learning_rate = bounded(float, 0.0, False, "a positive finite number up to 3.4e38 (float32)", maximum=3.4e38)
+batch_size = bounded(int, 1, True, f"a batch size from 1 to {data.TRAIN_SIZE} (the training images)",
+                     maximum=data.TRAIN_SIZE)
 
 
 def shift_pixels(text: str) -> int:
@@ -74,7 +95,9 @@ def check_writable_dir(path: Path, option: str) -> None:
     if not probe.is_dir():
         raise UsageError(f"{option}: {path} is not a directory ({probe} is a file)")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{option}: {path} is not writable (no write permission on {probe})")
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        reason = f"read-only file system at {probe}" if read_only else f"no write permission on {probe}"
+        raise UsageError(f"{option}: {path} is not writable ({reason})")
 
 
 def check_data(data_dir: str | None) -> None:
@@ -96,6 +119,8 @@ def check_resume(resume: str, run_dir: Path, model: str) -> None:
         paths = [Path(resume)]
         if not paths[0].is_file():
             raise UsageError(f"--resume: {resume} is not a file (allowed: auto, never or a checkpoint path)")
+    if resume != "auto":
+        checkpoint.load(paths[0])  # every array read: a damaged file is one line here, not a traceback later
     for path in paths:
         try:
             meta = checkpoint.read_meta(path)
@@ -118,8 +143,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--epochs", type=positive_int, help="passes over the 55,000 training images")
     budget.add_argument("--steps", type=positive_int,
                         help="optimizer steps at world size 1; N ranks run ceil(steps / N) each")
-    p.add_argument("--batch-size", type=positive_int, help="per-rank batch size (recipe's default)")
-    p.add_argument("--lr", type=positive_float, help="base learning rate, scaled by world size")
+    p.add_argument("--batch-size", type=batch_size,
+                   help="per-rank batch size (recipe's default); more than a rank's shard is lowered to it")
+    p.add_argument("--lr", type=learning_rate, help="base learning rate, scaled by world size")
     p.add_argument("--out", default="runs/latest", help="run directory (default: %(default)s)")
     p.add_argument("--resume", default="auto", help="auto (newest valid checkpoint), never, or a path")
     p.add_argument("--data-dir", help=f"MNIST folder (default: ${data.ENV_VAR} or {data.DEFAULT_DIR})")
@@ -186,6 +212,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model_path = target / "model.keras" if target.is_dir() else target
     if not model_path.is_file():
         raise UsageError(f"evaluate: {args.target} is neither a run directory with model.keras nor a model file")
+    checkpoint.verify_model_file(model_path)
     check_data(args.data_dir)
     stack.require_keras2()
     from . import evaluate
@@ -334,14 +361,33 @@ def build_parser() -> Parser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """``message`` as one printable line: control characters (from user values) shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
+def print_error(message: object) -> None:
+    """The one line every command and launcher prints for a refused input or a failed operation."""
+    print(f"error: {one_line(str(message))}", file=sys.stderr)
+
+
+def os_error_line(err: OSError) -> str:
+    """``PATH: reason`` for a failed file operation (no permission, read-only, full disk, ...)."""
+    where = err.filename if err.filename is not None else "file operation"
+    return f"{where}: {err.strerror or err}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner off unless asked for
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, checkpoint.CheckpointError, stack.StackError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except INPUT_ERRORS as err:
+        print_error(err)
         return 2
+    except OSError as err:  # creating, locking or writing the run directory, checkpoints, metrics, model
+        print_error(os_error_line(err))
+        return 1
 
 
 if __name__ == "__main__":

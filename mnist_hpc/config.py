@@ -17,6 +17,7 @@ RESUME_MODES = ("auto", "never")
 INITS = ("tutorial", "he")  # CNN weight initialisations (see models.cnn)
 MAX_SHIFT = 8  # pixels: the largest --augment shift (images are 28x28)
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; requeue to resume
+DIVERGED_EXIT = 1  # a failed run, not to be requeued: the same settings would diverge again
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 ENV_VAR = "MNIST_HPC_DATA"
 DEFAULT_DIR = Path("~/.cache/mnist_hpc/mnist")
 VALIDATION_SIZE = 5_000  # the tutorial split: the FIRST 5,000 training images
+TRAIN_SIZE = 60_000 - VALIDATION_SIZE  # what training draws from
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from . import data, distributed
+from . import checkpoint, data, distributed
 
 
 @dataclass(frozen=True)
@@ -48,23 +48,28 @@ def local_scores(model: tf.keras.Model, images: np.ndarray, labels: np.ndarray,
 
 
 def aggregated(model: tf.keras.Model, split: data.Split, world: distributed.World,
-               name: str, extra: float = 0.0) -> tuple[Scores, float]:
+               name: str, extra: tuple[float, ...] = ()) -> tuple[Scores, np.ndarray]:
     """Scores of ``model`` on the whole ``split``, each rank evaluating its own shard.
 
-    ``extra`` is summed over ranks in the same all-reduce (used to agree on early stopping) and
-    returned as the second value.
+    ``extra`` values are summed over ranks in the same all-reduce (votes the ranks must agree on:
+    stop on a signal, stop on divergence) and returned as the second value.
     """
     shard = data.eval_shard(len(split), world.rank, world.size)
     correct, loss_sum = local_scores(model, split.images[shard], split.labels[shard])
     count = len(split.labels[shard])
-    total = distributed.allreduce_sum([correct, loss_sum, count, extra], name=name)
-    return Scores(int(round(total[0])), int(round(total[2])), float(total[1])), float(total[3])
+    total = distributed.allreduce_sum([correct, loss_sum, count, *extra], name=name)
+    return Scores(int(round(total[0])), int(round(total[2])), float(total[1])), total[3:]
 
 
 def main(model_path, data_dir: str | None = None) -> int:
     """``mnist-hpc evaluate``: aggregated test scores of a saved model on every rank."""
     world = distributed.init()
-    model = tf.keras.models.load_model(model_path, compile=False)
+    try:
+        model = tf.keras.models.load_model(model_path, compile=False)
+    except Exception as err:  # a zip that passed verify_model_file but is not this kind of model
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise checkpoint.CheckpointError(f"{model_path}: not a loadable Keras model ({type(err).__name__}: "
+                                         f"{first_line})") from None
     layout = "flat" if len(model.input_shape) == 2 else "image"
     scores, _ = aggregated(model, data.load(data_dir, layout=layout).test, world, "evaluate_test")
     if world.is_root:

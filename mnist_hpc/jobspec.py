@@ -18,7 +18,7 @@ from .config import INTERRUPTED_EXIT
 
 # Debian's Open MPI works under srun only with PMIx; one dead rank ends the whole step
 SRUN_OPTIONS = ("--mpi=pmix", "--kill-on-bad-exit=1")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: `$` would accept a trailing newline
 TIME_RE = re.compile(r"(?:(\d+)-)?(\d+(?::\d+){0,2})")
 
 
@@ -46,7 +46,7 @@ def parse_time(text: str) -> int:
 
 
 def check_name(option: str, value: str | None) -> None:
-    if value is not None and not NAME_RE.match(value):
+    if value is not None and not NAME_RE.fullmatch(value):
         raise JobSpecError(f"{option}: {value!r} is not allowed (letters, digits, '.', '_', '-'; at most 64)")
 
 
@@ -178,6 +178,9 @@ elif [ -f "$SLURM_SUBMIT_DIR/.venv/bin/activate" ]; then
 fi
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 # ---- arguments: MNIST_HPC_ARGS is split on white space and never evaluated
+case "${MNIST_HPC_ARGS:-}" in
+  *$'\n'*) echo "error: MNIST_HPC_ARGS holds a newline; put all train arguments on one line" >&2; exit 2 ;;
+esac
 read -r -a extra_args <<< "${MNIST_HPC_ARGS:-}"
 run_dir=${MNIST_HPC_RUN_DIR:-$SLURM_SUBMIT_DIR/runs/$SLURM_JOB_NAME-$SLURM_JOB_ID}
 command=(__COMMAND__ --out __OUT__ "${extra_args[@]}")

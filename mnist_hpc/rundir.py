@@ -12,8 +12,9 @@ import json
 import os
 import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 PRIVATE_UMASK = 0o027  # directories 0750, files 0640: nothing for other users
 PRIVATE_FILE_MODE = 0o640  # for files created with an explicit mode (mkstemp makes 0600)
@@ -53,11 +54,39 @@ def claim(run_dir: Path) -> None:
     _held.append(handle)
 
 
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file next to ``path`` for the caller to write. When the block ends, the file is
+    fsynced, made private (0640) and renamed to ``path``, and the folder fsynced: readers never
+    see half a file. On any error (a full disk, an exception) the temporary file is removed,
+    ``path`` keeps what it had, and an OSError names ``path``, not the temporary file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.chmod(tmp, PRIVATE_FILE_MODE)
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON via a temporary file and a rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as out:
-        json.dump(payload, out, indent=2)
-        out.write("\n")
-    os.chmod(tmp, PRIVATE_FILE_MODE)
-    os.replace(tmp, path)
+    """``path`` holds ``payload`` as JSON (strict: no NaN), written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def save_model_atomic(model: Any, path: Path) -> None:
+    """``model.save(path)``, atomically: a full disk or a crash never leaves a damaged ``.keras``."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)

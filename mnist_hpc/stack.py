@@ -27,9 +27,15 @@ class StackError(Exception):
     """The installed stack cannot run this toolkit; one line saying why and what to do."""
 
 
-def use_keras2(environ: dict[str, str] | None = None) -> None:
-    """Ask TensorFlow for Keras 2 (tf-keras) as ``tf.keras``, unless the user set the variable."""
-    (os.environ if environ is None else environ).setdefault(LEGACY_KERAS, "1")
+def use_keras2(environ: dict[str, str] | None = None,
+               versions: Callable[[str], str | None] | None = None) -> None:
+    """Ask TensorFlow >= 2.16 for Keras 2 (tf-keras) as ``tf.keras``, unless the user set the variable.
+
+    Older TensorFlow's own Keras is Keras 2, and there the variable would ask for tf-keras instead.
+    """
+    tf_version = tensorflow_version(versions or installed)
+    if tf_version is None or _major_minor(tf_version) >= FIRST_KERAS3_TF:
+        (os.environ if environ is None else environ).setdefault(LEGACY_KERAS, "1")
 
 
 def installed(name: str) -> str | None:
@@ -62,6 +68,9 @@ def keras2_problem(environ: Mapping[str, str] | None = None,
         return "TensorFlow is not installed: run 'make setup' (or see environment.yml)"
     tf_mm = _major_minor(tf_version)
     if tf_mm < FIRST_KERAS3_TF:
+        if environ.get(LEGACY_KERAS) in LEGACY_KERAS_ON and versions("tf-keras") is None:
+            return (f"{LEGACY_KERAS}={environ[LEGACY_KERAS]} asks TensorFlow {tf_version} for tf-keras, which is not "
+                    f"installed: unset {LEGACY_KERAS} (TensorFlow {tf_version}'s own Keras is Keras 2)")
         keras = versions("keras")
         if keras is not None and not keras.startswith("2."):
             return (f"keras {keras} is installed next to TensorFlow {tf_version}, which needs Keras 2: "

@@ -7,13 +7,15 @@ Imported only after the command line is validated: it imports TensorFlow.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from . import checkpoint, data, distributed, evaluate, models, stack
-from .rundir import write_json_atomic
-from .config import CPU_CYCLE_TIME_MS, DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe, TrainConfig
+from .rundir import save_model_atomic, write_json_atomic
+from .config import (CPU_CYCLE_TIME_MS, DIVERGED_EXIT, DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe,
+                     TrainConfig)
 
 
 # ------------------------------------------------------------------ precision
@@ -101,11 +104,24 @@ def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tenso
 
 def training_dataset(split: data.Split, world: distributed.World, plan: ShardPlan, first_epoch: int,
                      last_epoch: int, seed: int, augment: int = 0) -> tf.data.Dataset:
-    """tf.data over epochs [first_epoch, last_epoch): in-memory gathers, no per-step Python."""
-    per_epoch = [epoch_batches(len(split), world, plan, e, seed) for e in range(first_epoch, last_epoch)]
-    indices = np.concatenate([p[0] for p in per_epoch])
-    weights = np.concatenate([p[1] for p in per_epoch])
-    steps = np.arange(first_epoch * plan.steps_per_epoch, last_epoch * plan.steps_per_epoch, dtype=np.int64)
+    """tf.data over epochs [first_epoch, last_epoch): in-memory gathers, no per-step Python.
+
+    Each epoch's shard is drawn when the pipeline reaches that epoch, so memory is that of one
+    epoch whatever the epoch count.
+    """
+    steps_per_epoch = plan.steps_per_epoch
+
+    def one_epoch(epoch):  # (indices, weights, global step) rows of one epoch, drawn when reached
+        def draw(e):
+            indices, weights = epoch_batches(len(split), world, plan, int(e), seed)
+            return indices.astype(np.int64), weights
+
+        indices, weights = tf.numpy_function(draw, [epoch], (tf.int64, tf.float32), stateful=False)
+        indices.set_shape((steps_per_epoch, plan.batch_size))
+        weights.set_shape((steps_per_epoch, plan.batch_size))
+        steps = tf.range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch, dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((indices, weights, steps))
+
     with tf.device("/CPU:0"):
         images = tf.convert_to_tensor(split.images)
         labels = tf.convert_to_tensor(split.labels)
@@ -118,8 +134,8 @@ def training_dataset(split: data.Split, world: distributed.World, plan: ShardPla
 
     options = tf.data.Options()
     options.autotune.enabled = False
-    dataset = tf.data.Dataset.from_tensor_slices((indices, weights, steps)).with_options(options)
-    return dataset.map(gather, num_parallel_calls=2).prefetch(2)
+    epochs = tf.data.Dataset.range(first_epoch, last_epoch).with_options(options)
+    return epochs.flat_map(one_epoch).map(gather, num_parallel_calls=2).prefetch(2)
 
 
 # ------------------------------------------------------------------ optimiser
@@ -191,6 +207,7 @@ class EpochEnd(tf.keras.callbacks.Callback):
         self.config, self.world, self.mnist, self.plan, self.scorer = config, world, mnist, plan, scorer
         self.history, self.start_epoch, self.stop, self.save = history, start_epoch, stop, save
         self.stopped_by_signal = False
+        self.diverged: dict[str, Any] | None = None  # set at the first epoch with a non-finite loss or weight
         self.time_to_target: dict[str, Any] | None = None
         self.fit_start = time.perf_counter()
 
@@ -200,9 +217,20 @@ class EpochEnd(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_start
         optimizer = self.model.optimizer
-        self.scorer.set_weights(self.model.get_weights())
-        scores, stop_votes = evaluate.aggregated(self.scorer, self.mnist.validation, self.world, f"val_{epoch}",
-                                                 float(self.stop.received is not None))
+        weights = self.model.get_weights()
+        self.scorer.set_weights(weights)
+        # Divergence: a non-finite training loss or weight on any rank, or a non-finite validation
+        # loss, stops every rank here. The votes travel in the validation all-reduce, so all ranks
+        # decide alike and none waits for another.
+        finite_here = math.isfinite(float(logs["loss"])) and all(np.isfinite(w).all() for w in weights)
+        scores, (stop_votes, nonfinite_votes) = evaluate.aggregated(
+            self.scorer, self.mnist.validation, self.world, f"val_{epoch}",
+            (float(self.stop.received is not None), float(not finite_here)))
+        if nonfinite_votes or not math.isfinite(scores.loss):
+            self.diverged = {"epoch": epoch + 1, "loss": str(float(logs["loss"])), "val_loss": str(scores.loss),
+                             "ranks_with_nonfinite_loss_or_weights": int(nonfinite_votes)}
+            self.model.stop_training = True  # the newest checkpoint stays the last good one
+            return
         steps_done = int(optimizer.iterations) - epoch * self.plan.steps_per_epoch
         images = min(steps_done * self.plan.batch_size * self.world.size, len(self.mnist.train))
         record = {"epoch": epoch + 1, "steps": steps_done, "images": images, "loss": float(logs["loss"]),
@@ -227,6 +255,39 @@ class EpochEnd(tf.keras.callbacks.Callback):
             self.time_to_target = {"epoch": epoch + 1, "training_seconds": trained,
                                    "wall_seconds": time.perf_counter() - self.fit_start}
             self.model.stop_training = True
+
+
+class TensorBoardLogs(tf.keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback, whose file errors (full disk, no permission) are OSErrors naming
+    the log folder, reported in one line like every other file the run writes."""
+
+    def _writing(self, hook, *args, **kwargs):
+        try:
+            return hook(*args, **kwargs)
+        except tf.errors.OpError as err:
+            detail = re.sub(r"\{\{.*?\}\}\s*", "", err.message or type(err).__name__).strip().splitlines()[0]
+            raise OSError(errno.EIO, f"TensorBoard log not written: {detail}", str(self.log_dir)) from None
+
+    def set_model(self, model):  # writes the graph: the first write
+        return self._writing(super().set_model, model)
+
+    def on_train_begin(self, logs=None):
+        return self._writing(super().on_train_begin, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        return self._writing(super().on_train_batch_begin, batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        return self._writing(super().on_train_batch_end, batch, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        return self._writing(super().on_epoch_begin, epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        return self._writing(super().on_epoch_end, epoch, logs)
+
+    def on_train_end(self, logs=None):
+        return self._writing(super().on_train_end, logs)
 
 
 class StepBudget(tf.keras.callbacks.Callback):
@@ -299,6 +360,12 @@ def run(config: TrainConfig) -> int:
     precision = choose_precision(config.precision, _gpu_compute_capability()) if config.model == "cnn" else "fp32"
 
     mnist = data.load(config.data_dir, layout=LAYOUTS[config.model])
+    shard_size = math.ceil(len(mnist.train) / world.size)
+    if recipe.batch_size > shard_size:  # one giant step per epoch otherwise, mostly padding
+        if world.is_root:
+            print(f"warning: --batch-size {recipe.batch_size} is more than each rank's shard of {shard_size} images "
+                  f"on {world.size} ranks: using {shard_size}", file=sys.stderr)
+        recipe = replace(recipe, batch_size=shard_size)
     plan = shard_plan(len(mnist.train), world.size, recipe.batch_size)
     epochs, total_steps = step_budget(recipe, plan, world.size)
 
@@ -324,7 +391,7 @@ def run(config: TrainConfig) -> int:
     if recipe.steps:
         callbacks.append(StepBudget(total_steps))
     if world.is_root:
-        callbacks.append(tf.keras.callbacks.TensorBoard(run_dir / "tensorboard", profile_batch=0))
+        callbacks.append(TensorBoardLogs(run_dir / "tensorboard", profile_batch=0))
 
     startup_seconds = time.perf_counter() - t_start
     t_fit = epoch_end.fit_start = time.perf_counter()
@@ -334,19 +401,22 @@ def run(config: TrainConfig) -> int:
                   callbacks=callbacks, verbose=2 if world.is_root else 0)
     fit_seconds = time.perf_counter() - t_fit
 
+    diverged = epoch_end.diverged  # the same on every rank (decided in an all-reduce)
     scorer.set_weights(model.get_weights())  # also when fit had nothing left to train
-    test, _ = evaluate.aggregated(scorer, mnist.test, world, "test")
+    test = None if diverged else evaluate.aggregated(scorer, mnist.test, world, "test")[0]
     trained = sum(h["images"] for h in history if h["epoch"] > start_epoch)
     # Horovod: averaged gradients keep every rank's weights bit-identical. If they differ, the
     # gradients were not averaged (e.g. Keras 3 as tf.keras): the run is reported as broken.
     digests = distributed.gather_object(distributed.weights_digest(model.get_weights()), "weights_digest")
     ranks_agree = len(set(digests)) == 1
-    status = "interrupted" if epoch_end.stopped_by_signal else "completed"
+    status = "diverged" if diverged else "interrupted" if epoch_end.stopped_by_signal else "completed"
     metrics = {
         "model": config.model, "recipe": config.recipe, "precision": precision, "world_size": world.size,
         "status": status if ranks_agree else "ranks_disagree", "rank_weight_digests": digests,
         "epochs_completed": len(history), "history": history,
-        "test_accuracy": test.accuracy, "test_loss": test.loss, "test_correct": test.correct,
+        "test_accuracy": test.accuracy if test else None, "test_loss": test.loss if test else None,
+        "test_correct": test.correct if test else None,
+        "divergence": diverged,
         "images_per_second": trained / fit_seconds if fit_seconds > 0 else 0.0,
         "wall_seconds": fit_seconds, "startup_seconds": startup_seconds,
         "global_batch_size": recipe.batch_size * world.size, "steps": int(model.optimizer.iterations),
@@ -356,13 +426,30 @@ def run(config: TrainConfig) -> int:
         "hosts": distributed.gather_hostnames(),
     }
     if world.is_root:
-        scorer.save(run_dir / "model.keras")
+        if diverged:  # model.keras and the checkpoints keep the last good weights
+            write_json_atomic(run_dir / "metrics.json", metrics)
+            print(divergence_message(diverged, recipe, world.size, config.scale_lr, ckpt_dir), file=sys.stderr)
+            return DIVERGED_EXIT
+        save_model_atomic(scorer, run_dir / "model.keras")
         write_json_atomic(run_dir / "metrics.json", metrics)
         print(f"{config.model}: test accuracy {test.accuracy:.4f} ({test.correct}/{test.count}) "
               f"on {world.size} rank(s) in {fit_seconds:.1f} s; run directory {run_dir.resolve()}")
         if not ranks_agree:
             print(f"error: the {world.size} ranks ended with different weights, so gradients were not averaged "
                   "(run 'mnist-hpc doctor': is tf.keras Keras 2?)", file=sys.stderr)
+    if diverged:
+        return DIVERGED_EXIT
     if not ranks_agree:
         return 1
     return INTERRUPTED_EXIT if epoch_end.stopped_by_signal else 0
+
+
+def divergence_message(diverged: dict[str, Any], recipe: Recipe, world_size: int, scale_lr: bool,
+                       ckpt_dir: Path) -> str:
+    """One line: where training diverged, the likely cause and the option to change."""
+    peak = recipe.lr * (world_size if scale_lr else 1)
+    newest = checkpoint.candidates(ckpt_dir)
+    kept = f"the last good checkpoint is {newest[0]}" if newest else "no checkpoint was written"
+    return (f"error: training diverged in epoch {diverged['epoch']} (training loss {diverged['loss']}, validation loss "
+            f"{diverged['val_loss']}): the learning rate is likely too high (--lr {recipe.lr:g}, {peak:g} at its peak "
+            f"on {world_size} rank(s)); lower --lr or lengthen --warmup-epochs; {kept}")

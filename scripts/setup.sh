@@ -75,7 +75,7 @@ find_python() {
 if [ -n "${PYTHON:-}" ]; then
   have=$(py_version "$PYTHON")
   [ -n "$have" ] || die "PYTHON=$PYTHON does not run: point it at a Python ${PYTHONS// /, } interpreter"
-  [[ " $PYTHONS " == *" $have "* ]] || die "PYTHON=$PYTHON is Python $have; stack '$STACK' needs ${PYTHONS// / or } (use STACK=tf2.15 for 3.11 with TensorFlow 2.15)"
+  [[ " $PYTHONS " == *" $have "* ]] || die "PYTHON=$PYTHON is Python $have; stack '$STACK' needs ${PYTHONS// / or } (set PYTHON to one of those, or leave it unset to look them up)"
 else
   preferred=${PYTHONS%% *}
   others=$(tr ' ' '\n' <<<"${PYTHONS#"$preferred"}" | sort -rV | xargs)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mnist_hpc import checkpoint
+from mnist_hpc import checkpoint, rundir
 
 
 def _save(directory, epoch, keep=3, model="cnn", **kwargs):
@@ -16,7 +16,7 @@ def test_round_trip_and_keep_last_k(tmp_path):
     assert [p.name for p in checkpoint.candidates(tmp_path)] == ["ckpt-00005.npz", "ckpt-00004.npz"]
     found = checkpoint.latest_valid(tmp_path)
     assert found.epoch == 5 and found.model_weights[0][0, 0] == 5 and int(found.optimizer_variables[0]) == 50
-    assert oct(found.path.stat().st_mode & 0o777) == oct(checkpoint.PRIVATE_FILE_MODE)
+    assert oct(found.path.stat().st_mode & 0o777) == oct(rundir.PRIVATE_FILE_MODE)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])

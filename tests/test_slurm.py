@@ -106,7 +106,7 @@ def test_bad_argument_fails_fast_with_one_line(slurm_env, tmp_path):
     job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS="--batch-size -3")
     assert wait_for(job, slurm_env, timeout=120) == "FAILED"
     log = (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
-    assert "--batch-size: '-3' is not a positive integer" in log
+    assert "--batch-size: '-3' is not a batch size from 1 to 55000" in log
     assert not (tmp_path / "runs" / f"mnist-simple-{job}" / "checkpoints").exists()
 
 
@@ -257,3 +257,20 @@ def test_readme_gpu_examples_render_as_documented(slurm_env, tmp_path):
     refused = subprocess.run([sys.executable, "-m", "mnist_hpc", "slurm", "render", "train_cnn",
                               "--ntasks-per-node", "8", "--gpus-per-node", "4"], capture_output=True, text=True)
     assert refused.returncode == 2 and "one task per GPU" in refused.stderr and refused.stdout == ""
+
+
+def test_doctor_under_srun_reports_both_nodes(slurm_env, tmp_path):
+    """The first command an HPC user runs inside a job: every rank, aggregated on rank 0."""
+    out = tmp_path / "doctor.json"
+    job = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1", "--time=5",
+                          f"--output={tmp_path}/doctor-%j.out", "--wrap",
+                          f"srun --mpi=pmix {shlex.quote(sys.executable)} -m mnist_hpc doctor --json > {out}"],
+                         capture_output=True, text=True, env=slurm_env, cwd=tmp_path, timeout=60)
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip().split(";")[0]
+    assert wait_for(job_id, slurm_env, timeout=300) == "COMPLETED", (tmp_path / f"doctor-{job_id}.out").read_text()
+    found = json.loads(out.read_text())
+    assert found["summary"] == "2 ranks on 2 nodes, CPU only, MPI all-reduce"
+    assert sorted(r["host"] for r in found["ranks"]) == ["node1", "node2"]
+    assert all(r["slurm"]["SLURM_JOB_ID"] == job_id for r in found["ranks"])
+    assert [r["slurm"]["SLURM_PROCID"] for r in found["ranks"]] == ["0", "1"]

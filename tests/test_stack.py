@@ -32,6 +32,7 @@ def fake_versions(**installed):
     ({"TF_USE_LEGACY_KERAS": "1"}, dict(tensorflow="2.21.0", tf_keras="2.20.1"), "does not match TensorFlow 2.21.0"),
     ({}, dict(tensorflow="2.15.1", keras="2.15.0"), None),  # the fallback: Keras 2 is TensorFlow's own
     ({}, dict(tensorflow="2.15.1", keras="3.5.0"), "keras 3.5.0 is installed next to TensorFlow 2.15.1"),
+    ({"TF_USE_LEGACY_KERAS": "1"}, dict(tensorflow="2.15.1", keras="2.15.0"), "unset TF_USE_LEGACY_KERAS"),
     ({}, {}, "TensorFlow is not installed"),
 ])
 def test_keras2_problem(environ, installed, expect):
@@ -43,12 +44,16 @@ def test_keras2_problem(environ, installed, expect):
 
 
 def test_the_package_asks_for_keras2_but_keeps_a_users_setting():
+    current = fake_versions(tensorflow="2.21.0", tf_keras="2.21.0")
     environ = {}
-    stack.use_keras2(environ)
+    stack.use_keras2(environ, current)
     assert environ == {"TF_USE_LEGACY_KERAS": "1"}
     environ = {"TF_USE_LEGACY_KERAS": "0"}
-    stack.use_keras2(environ)
+    stack.use_keras2(environ, current)
     assert environ == {"TF_USE_LEGACY_KERAS": "0"}  # refused later, in one line, not silently overridden
+    environ = {}
+    stack.use_keras2(environ, fake_versions(tensorflow_cpu="2.15.1", keras="2.15.0"))
+    assert environ == {}  # TensorFlow 2.15's own Keras is Keras 2; the variable would ask for tf-keras
 
 
 def test_importing_the_package_makes_tf_keras_keras2():
@@ -100,7 +105,7 @@ def test_doctor_reports_keras2_and_the_horovod_build():
     result = subprocess.run([sys.executable, "-m", "mnist_hpc", "doctor", "--json"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout)
+    (found,) = json.loads(result.stdout)["ranks"]
     assert found["keras2"] and found["versions"]["keras"].startswith("tf-keras 2.")
     assert found["horovod_built"]["mpi"] and found["horovod_built"]["gloo"]
     refused = subprocess.run([sys.executable, "-m", "mnist_hpc", "doctor"], capture_output=True, text=True,
