@@ -83,3 +83,29 @@ def rank_pids(match: dict[str, str], marker: str = "python") -> list[int]:
         if all(environ.get(k) == v for k, v in match.items()) and marker in cmdline:
             found.append(int(proc.name))
     return found
+
+
+# ------------------------------------------------------------------ CI cannot quietly test less
+MINIMUM_TESTS = 230  # the whole suite collects at least this many; fewer means something was dropped
+
+
+def _whole_suite(config) -> bool:
+    """`make test` / .ci/run: no -k, no -m, and no paths but the configured tests folder."""
+    selected = config.getoption("keyword") or config.getoption("markexpr")
+    paths = [(config.invocation_params.dir / a).resolve() for a in config.args]
+    return not selected and paths in ([], [REPO / "tests"])
+
+
+def pytest_collection_finish(session):
+    if _whole_suite(session.config) and len(session.items) < MINIMUM_TESTS:
+        raise pytest.UsageError(f"collected {len(session.items)} tests, fewer than the {MINIMUM_TESTS} the whole "
+                                "suite has: a test file failed to import or tests were dropped")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A skipped test is a test that did not run: fail the run instead of reporting green."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and exitstatus == 0:
+        reporter.write_line(f"error: {len(skipped)} test(s) skipped; the suite runs everything or fails", red=True)
+        session.exitstatus = 1
