@@ -107,5 +107,6 @@ def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if skipped and exitstatus == 0:
+        reporter.ensure_newline()
         reporter.write_line(f"error: {len(skipped)} test(s) skipped; the suite runs everything or fails", red=True)
         session.exitstatus = 1

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO, launch, metrics_of, rank_pids
-from mnist_hpc import stack, train
+from mnist_hpc import checkpoint, stack, train
 
 
 @pytest.mark.fallback
@@ -90,10 +91,22 @@ def test_killed_run_resumes_from_last_completed_epoch(tmp_path, mnist_dir):
     assert done_before < 6
 
     second = launch(2, *args)
-    assert f"resumed from" in second.stdout
+    newest = run_dir / "checkpoints" / f"ckpt-{done_before:05d}.npz"
+    assert f"resumed from {newest} (epoch {done_before})" in second.stdout
+    assert re.findall(r"^Epoch (\d+)/6", second.stdout, re.M)[0] == str(done_before + 1)  # a resume, not a restart
     history = metrics_of(run_dir)["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]  # nothing repeated, nothing missing
     assert metrics_of(run_dir)["test_accuracy"] >= 0.91
+
+    # ... and it ends where a run that was never killed ends: same weights, same optimizer state
+    uninterrupted = tmp_path / "uninterrupted"
+    launch(2, *args[:args.index("--out")], "--out", str(uninterrupted), "--data-dir", str(mnist_dir))
+    resumed = checkpoint.load(run_dir / "checkpoints" / "ckpt-00006.npz")
+    straight = checkpoint.load(uninterrupted / "checkpoints" / "ckpt-00006.npz")
+    for a, b in zip(resumed.model_weights + resumed.optimizer_variables,
+                    straight.model_weights + straight.optimizer_variables, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert metrics_of(run_dir)["steps"] == metrics_of(uninterrupted)["steps"]
 
 
 def test_resume_with_a_different_world_size(tmp_path, mnist_dir):
