@@ -86,7 +86,7 @@ def rank_pids(match: dict[str, str], marker: str = "python") -> list[int]:
 
 
 # ------------------------------------------------------------------ CI cannot quietly test less
-MINIMUM_TESTS = 230  # the whole suite collects at least this many; fewer means something was dropped
+MINIMUM_TESTS = 231  # the whole suite collects at least this many; fewer means something was dropped
 
 
 def _whole_suite(config) -> bool:
