@@ -424,6 +424,9 @@ def run(config: TrainConfig) -> int:
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "target_accuracy": config.target_accuracy, "time_to_target": epoch_end.time_to_target,
         "hosts": distributed.gather_hostnames(),
+        # what Horovod read at init: the knobs (--fusion-threshold-mb, --cycle-time-ms, --timeline)
+        # and the CPU-rank defaults, as this rank's environment held them
+        "horovod_environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("HOROVOD_")},
     }
     if world.is_root:
         if diverged:  # model.keras and the checkpoints keep the last good weights

@@ -140,6 +140,10 @@ def test_fp16_allreduce_and_horovod_knobs_pass_through(tmp_path, mnist_dir):
     run_dir, timeline = tmp_path / "knobs", tmp_path / "timeline.json"
     launch(2, "train", "--model", "simple", "--epochs", "2", "--fp16-allreduce", "--fusion-threshold-mb", "32",
            "--cycle-time-ms", "2", "--timeline", str(timeline), "--out", str(run_dir), "--data-dir", str(mnist_dir))
-    assert metrics_of(run_dir)["test_accuracy"] >= 0.90
+    metrics = metrics_of(run_dir)
+    assert metrics["test_accuracy"] >= 0.90
+    knobs = metrics["horovod_environment"]  # each knob was in the rank's environment when Horovod started
+    assert knobs["HOROVOD_FUSION_THRESHOLD"] == str(32 * 1024 * 1024) and knobs["HOROVOD_CYCLE_TIME"] == "2.0"
+    assert knobs["HOROVOD_TIMELINE"] == str(timeline)
     trace = timeline.read_text()
     assert "ALLREDUCE" in trace  # the gradients went through Horovod's all-reduce, recorded in the timeline
