@@ -4,11 +4,13 @@
 #
 # STACK=default (Python 3.12, TensorFlow 2.21 + tf-keras, patched Horovod; in .venv) or
 # STACK=tf2.15 (Python 3.11, TensorFlow 2.15.1, Horovod as released; in .venv-tf2.15).
+# GPU=1: TensorFlow's and-cuda extra and Horovod with NCCL all-reduce, in .venv-gpu (README, GPU nodes).
 # Exact versions: stacks/$(STACK).txt.
 
 STACK  ?= default
-VENV   ?= $(if $(filter default,$(STACK)),.venv,.venv-$(STACK))
-export STACK VENV
+GPU    ?= 0
+VENV   ?= .venv$(if $(filter default,$(STACK)),,-$(STACK))$(if $(filter 1,$(GPU)),-gpu,)
+export STACK GPU VENV
 PY     := $(VENV)/bin/python
 NP     ?= 2
 # Data: $MNIST_HPC_DATA if set, else the shared copy next to this checkout, else ~/.cache/mnist_hpc
@@ -20,7 +22,7 @@ endif
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup smoke test fallback-check data templates clean
+.PHONY: setup smoke test fallback-check gpu-build-check gpu-acceptance data templates clean
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +41,18 @@ test: setup
 fallback-check:
 	$(MAKE) STACK=tf2.15 VENV=.venv-tf2.15 setup
 	.venv-tf2.15/bin/python -m pytest -m fallback
+
+# The GPU build, checked on any machine (downloads ~3.5 GB, builds Horovod with NCCL; not part of
+# `make test`): [X] NCCL, hvd.nccl_built(), and 2 CPU ranks of this environment train the CNN.
+# Run it before changing a stack. Writes its measurements to runs/gpu-build-check.json.
+gpu-build-check:
+	@start=$$(date +%s); $(MAKE) GPU=1 STACK=$(STACK) VENV=.venv-gpu setup && \
+	  echo "$$(( $$(date +%s) - start ))" > .venv-gpu/setup-seconds
+	.venv-gpu/bin/python -m pytest -p no:cacheprovider tests/gpu_build_check.py
+
+# On a GPU node or allocation (also runs on CPU, reporting GPU steps as skipped):
+gpu-acceptance: data
+	bash scripts/gpu_acceptance.sh
 
 templates: setup
 	for t in train_simple train_cnn bench; do $(PY) -m mnist_hpc slurm render $$t > slurm/$$t.sbatch; done

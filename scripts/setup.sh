@@ -18,8 +18,10 @@
 #   PYTHON      the interpreter to use; else python3.12, else the newest other Python the stack
 #               accepts, looked up on PATH and in pyenv ($PYENV_ROOT/versions)
 #   VENV        default .venv for the default stack, .venv-$STACK for another
-#   TF_PACKAGE  default tensorflow-cpu; 'tensorflow[and-cuda]' on GPU nodes, with
-#               HOROVOD_GPU_OPERATIONS=NCCL for the Horovod build
+#   GPU=1       a GPU environment (default venv .venv-gpu): TensorFlow's and-cuda extra, and
+#               Horovod built with NCCL all-reduce from the CUDA compiler, runtime and NCCL of
+#               pip wheels, or the site's CUDA_HOME / NCCL_HOME (scripts/horovod/cuda_env.sh)
+#   TF_PACKAGE  default tensorflow-cpu, or 'tensorflow[and-cuda]' with GPU=1
 #   MNIST_HPC_SETUP_APT=0   never call apt-get
 #   MNIST_HPC_WHEEL_CACHE   where built Horovod wheels are kept (default ~/.cache/mnist-hpc/wheels)
 set -euo pipefail
@@ -30,8 +32,11 @@ STACK_FILE=stacks/$STACK.txt
 say() { echo "[setup] $*"; }
 die() { echo "[setup] error: $*" >&2; exit 1; }
 [ -f "$STACK_FILE" ] || die "STACK=$STACK: no such stack (allowed: $(cd stacks && ls *.txt | sed 's/\.txt$//' | xargs))"
-if [ "$STACK" = default ]; then VENV=${VENV:-.venv}; else VENV=${VENV:-.venv-$STACK}; fi
-TF_PACKAGE=${TF_PACKAGE:-tensorflow-cpu}
+GPU=${GPU:-0}
+case "$GPU" in 0|1) ;; *) die "GPU=$GPU: use GPU=1 for a GPU (NCCL) environment or GPU=0 for CPU only" ;; esac
+suffix=$([ "$STACK" = default ] || echo "-$STACK")$([ "$GPU" = 0 ] || echo "-gpu")
+VENV=${VENV:-.venv$suffix}
+if [ "$GPU" = 1 ]; then TF_PACKAGE=${TF_PACKAGE:-tensorflow[and-cuda]}; else TF_PACKAGE=${TF_PACKAGE:-tensorflow-cpu}; fi
 
 # stack_field KEY: the value of a `# KEY: value` line of the stack file
 stack_field() { sed -n "s/^# $1: *//p" "$STACK_FILE" | head -1; }
@@ -122,7 +127,9 @@ PYEOF
 TF_DIST=${TF_PACKAGE%%[*}
 keras_pkgs=()
 [ "$KERAS" = tf-keras ] && keras_pkgs=(tf-keras)
-if ! has "$TF_DIST" "${keras_pkgs[@]}" tensorboard numpy mpi4py submitit pytest pytest-timeout hypothesis matplotlib; then
+gpu_pkgs=()
+[ "$GPU" = 1 ] && gpu_pkgs=(nvidia-nccl-cu12 nvidia-cuda-runtime-cu12)
+if ! has "$TF_DIST" "${keras_pkgs[@]}" "${gpu_pkgs[@]}" tensorboard numpy mpi4py submitit pytest pytest-timeout hypothesis matplotlib; then
   say "installing $TF_PACKAGE==$TF_VERSION ${keras_pkgs[*]}, mpi4py (against $(command -v mpicc)), submitit, pytest, matplotlib"
   pip_install "$TF_PACKAGE" "${keras_pkgs[@]}" tensorboard numpy
   pip_install --no-binary mpi4py mpi4py
@@ -134,14 +141,20 @@ horovod_ok() {
   has horovod || return 1
   local report
   report=$("$VENV/bin/horovodrun" --check-build 2>/dev/null) || return 1
-  grep -q '\[X\] TensorFlow' <<<"$report" && grep -q '\[X\] MPI' <<<"$report" && grep -q '\[X\] Gloo' <<<"$report"
+  grep -q '\[X\] TensorFlow' <<<"$report" && grep -q '\[X\] MPI' <<<"$report" && grep -q '\[X\] Gloo' <<<"$report" \
+    && { [ "$GPU" = 0 ] || grep -q '\[X\] NCCL' <<<"$report"; }
 }
 if ! horovod_ok; then
   pip_install wheel packaging
+  if [ "$GPU" = 1 ]; then  # HOROVOD_GPU_OPERATIONS=NCCL, HOROVOD_CUDA_HOME, HOROVOD_NCCL_*, the CC list
+    cuda_settings=$(bash scripts/horovod/cuda_env.sh "$PY" "$STACK_FILE") || die "no CUDA/NCCL for the GPU build (see above)"
+    eval "$cuda_settings"
+    say "GPU build: nvcc $HOROVOD_CUDA_HOME/bin/nvcc, NCCL $HOROVOD_NCCL_LIB, compute capabilities $HOROVOD_BUILD_CUDA_CC_LIST"
+  fi
   wheel=$(bash scripts/horovod/build.sh "$PY" "$HOROVOD_VERSION" "$HOROVOD_PATCH")
   pip_install --force-reinstall --no-deps "$wheel"
   pip_install "$wheel"   # Horovod's own dependencies (cloudpickle, psutil, pyyaml, ...)
-  horovod_ok || { "$VENV/bin/horovodrun" --check-build || true; die "horovod built without TensorFlow, MPI or Gloo (see above)"; }
+  horovod_ok || { "$VENV/bin/horovodrun" --check-build || true; die "horovod built without TensorFlow, MPI, Gloo$([ "$GPU" = 0 ] || echo " or NCCL") (see above)"; }
 fi
 
 # ------------------------------------------------------------------ 5. this package

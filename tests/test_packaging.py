@@ -63,7 +63,7 @@ def test_environment_yml_pins_equal_the_default_stack():
 
 def test_setup_script_pins_nothing_itself():
     """Exact versions live in stacks/*.txt only: the scripts read them."""
-    for script in ("scripts/setup.sh", "scripts/horovod/build.sh", "Makefile"):
+    for script in ("scripts/setup.sh", "scripts/horovod/build.sh", "scripts/horovod/cuda_env.sh", "Makefile"):
         text = (REPO / script).read_text()
         assert not re.search(r"(tensorflow|numpy|mpi4py|horovod|keras)[a-z-]*==\d", text), script
 
@@ -102,6 +102,7 @@ def test_horovod_check_build_shows_tensorflow_mpi_and_gloo():
     ({"PYTHON": "/nonexistent/python3.12"}, "PYTHON=/nonexistent/python3.12 does not run"),
     ({"PYTHON": "/root/.pyenv/versions/3.10.13/bin/python3.10"}, "is Python 3.10; stack 'default' needs 3.12 or 3.13 or 3.11"),
     ({"STACK": "tf2.15", "PYTHON": "/root/.pyenv/versions/3.12.1/bin/python3.12"}, "stack 'tf2.15' needs 3.11"),
+    ({"GPU": "yes"}, "GPU=yes: use GPU=1 for a GPU (NCCL) environment or GPU=0 for CPU only"),
 ])
 def test_setup_refuses_a_wrong_stack_or_python_in_one_line(tmp_path, env, expect):
     """Before anything is installed: one line naming the value and what is allowed."""
@@ -115,3 +116,33 @@ def test_setup_refuses_a_wrong_stack_or_python_in_one_line(tmp_path, env, expect
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[setup] error: ") and expect in lines[0], result.stderr
     assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.parametrize("env,expect", [
+    ({"CUDA_HOME": "/nonexistent/cuda"}, "CUDA_HOME=/nonexistent/cuda has no bin/nvcc: point it at a CUDA toolkit"),
+    ({"CUDA_HOME": "{cuda13}"}, "is CUDA 13.0; TensorFlow's wheels use CUDA 12: load a CUDA 12.x toolkit"),
+    ({"NCCL_HOME": "/nonexistent/nccl"}, "NCCL_HOME=/nonexistent/nccl has no include/nccl.h"),
+    ({}, "no NCCL in"),  # this CPU venv has no NCCL wheel
+])
+def test_gpu_build_settings_refuse_a_wrong_toolkit_in_one_line(env, expect, tmp_path):
+    """scripts/horovod/cuda_env.sh (make setup GPU=1) names the bad variable before any download or build."""
+    cuda13 = tmp_path / "cuda-13.0"  # a toolkit folder whose nvcc says what a CUDA 13 nvcc says
+    (cuda13 / "bin").mkdir(parents=True)
+    (cuda13 / "bin" / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n")
+    (cuda13 / "bin" / "nvcc").chmod(0o755)
+    env = {k: v.format(cuda13=cuda13) for k, v in env.items()}
+    clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("CUDA", "NCCL", "HOROVOD_"))}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "horovod" / "cuda_env.sh"), sys.executable,
+                             str(REPO / "stacks" / "default.txt")], capture_output=True, text=True, timeout=60,
+                            env={**clean, **env})
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[cuda] error: ") and expect in lines[0], result.stderr
+
+
+def test_gpu_build_compiler_wheels_are_pinned_in_the_default_stack():
+    path = REPO / "stacks" / "default.txt"
+    wheels = stack_field(path, "gpu-build").split()
+    pins = stack_pins(path)
+    assert wheels and all(name in pins for name in wheels), wheels
+    assert {pins[n].split(".")[0] for n in ("nvidia-cuda-nvcc", "nvidia-cuda-crt", "nvidia-nvvm")} == {"13"}

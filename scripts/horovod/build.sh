@@ -78,10 +78,18 @@ if [ "$PATCH" != none ]; then
 fi
 say "building (TensorFlow $tf_version, $py_tag, $(mpicc --showme:version 2>/dev/null || echo MPI)); about 4 minutes"
 log="$work/build.log"
-if ! MAKEFLAGS="-j$(nproc)" "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$work/wheel" "$src" >"$log" 2>&1; then
+if ! MAKEFLAGS="-j$(nproc)" "$PY" -m pip wheel -v --no-build-isolation --no-deps -w "$work/wheel" "$src" >"$log" 2>&1; then
   grep -E "error|Error|ERROR" "$log" | grep -v "is ignored" | head -20 >&2
   trap - EXIT  # keep the log
   die "horovod build failed; full log: $log"
+fi
+if [ -n "${HOROVOD_GPU_OPERATIONS:-}" ]; then
+  # the compiler CMake used must be the pinned one, never an nvcc found on PATH or in /usr/local/cuda
+  used=$(sed -n 's/.*Check for working CUDA compiler: \([^ ]*\).*/\1/p' "$log" | head -1)
+  [ -n "$used" ] || { trap - EXIT; die "the GPU build did not compile CUDA (no CUDA compiler in $log)"; }
+  [ "$(realpath "$used")" = "$(realpath "${CUDACXX:-$HOROVOD_CUDA_HOME/bin/nvcc}")" ] \
+    || { trap - EXIT; die "CMake used the CUDA compiler $used, not ${CUDACXX:-$HOROVOD_CUDA_HOME/bin/nvcc}; log: $log"; }
+  say "CUDA compiler: $used ($(grep -o 'CUDA compiler identification is .*' "$log" | head -1))"
 fi
 mkdir -p "$(dirname "$cache")"
 tmp_cache=$(mktemp -d "$(dirname "$cache")/.building.XXXXXX")
