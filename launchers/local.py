@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_hpc import cli, stack
+from mnist_hpc import cli
 from mnist_hpc.jobspec import JobSpec, launch_environment
 
 SMOKE_BUDGETS = {"simple": ["--epochs", "3"], "cnn": ["--steps", "600"]}
@@ -24,11 +24,7 @@ MAX_LOCAL_RANKS = 64  # one machine; more would only oversubscribe it
 
 def validate(args: list[str]) -> None:
     """What the ranks would refuse, refused once here, before mpirun starts any of them."""
-    parsed = cli.build_parser().parse_args(args)
-    if parsed.command == "train":
-        cli.train_config(parsed)
-    elif parsed.command in ("evaluate", "bench", "doctor"):
-        stack.require_keras2()
+    cli.validate(cli.build_parser().parse_args(args))
 
 
 def run_local(args: list[str], ranks: int, dry_run: bool = False) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,15 +33,43 @@ class Training(submitit.helpers.Checkpointable):
 
     def __call__(self, spec: jobspec.JobSpec, run_dir: str) -> dict | None:
         environment = submitit.JobEnvironment()
-        if environment.cluster == "local" and spec.world_size > 1:
-            status = subprocess.run(spec.mpirun_command(), env=jobspec.launch_environment()).returncode
-        else:
-            status = cli.main(list(spec.args))
+        requeued = RequeueNotice() if environment.global_rank != 0 else None
+        try:
+            if environment.cluster == "local" and spec.world_size > 1:
+                status = subprocess.run(spec.mpirun_command(), env=jobspec.launch_environment()).returncode
+            else:
+                status = cli.main(list(spec.args))
+        except Exception:
+            if requeued and requeued.received:
+                requeued.leave()
+            raise
         if status != 0:
+            if requeued and requeued.received:
+                requeued.leave()
             raise RuntimeError(f"rank {environment.global_rank}: mnist-hpc exited with status {status}")
         if environment.global_rank != 0:  # rank 0 writes the metrics; submitit returns its result
             return None
         return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+class RequeueNotice:
+    """Preemption or timeout on a task other than rank 0. submitit's signal handler on rank 0 checkpoints
+    (Checkpointable) and requeues the job, which ends every rank mid-epoch; the other ranks then fail
+    in Horovod. Such a task must leave without a result file: submitit would read a stale failure
+    from it and report the requeued job as failed. (Rank 0's handler only logs on other ranks.)"""
+
+    def __init__(self) -> None:
+        self.received = False
+        signal.signal(getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG), self._handle)  # SUBMITIT_PREEMPT_SIGNAL
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    @staticmethod
+    def leave() -> None:
+        print("preempted: this task leaves without a result; the requeued job resumes from the newest checkpoint",
+              file=sys.stderr, flush=True)
+        os._exit(1)  # no exception reaches submitit, so no result pickle is written
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

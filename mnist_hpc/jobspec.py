@@ -170,6 +170,10 @@ TEMPLATES: dict[str, Template] = {
 }
 
 SBATCH_BODY = r"""set -uo pipefail
+# ---- the warning signal (--signal=B:USR1@...) is trapped from the start: one that arrives during
+#      set-up or validation is kept, not lost (and does not kill this script)
+srun_pid= stop_requested=
+trap 'stop_requested=1; echo "caught USR1: checkpointing at the end of this epoch, then requeueing"; [ -n "$srun_pid" ] && kill -USR1 "$srun_pid"' USR1
 # ---- environment: MNIST_HPC_SETUP is run as shell code (module load ..., conda activate ...)
 if [ -n "${MNIST_HPC_SETUP:-}" ]; then
   eval "$MNIST_HPC_SETUP"
@@ -188,10 +192,14 @@ echo "job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELI
 # ---- validate before any MPI work: a bad argument fails here, in one line
 "${command[@]}" --dry-run || exit 2
 # ---- train; on the warning signal, ranks finish the epoch, checkpoint, exit 75 and we requeue
-srun_pid=
-trap 'echo "caught USR1: checkpointing at the end of this epoch, then requeueing"; [ -n "$srun_pid" ] && kill -USR1 "$srun_pid"' USR1
+if [ -n "$stop_requested" ]; then  # signalled before training began: the checkpoints stand as they are
+  echo "requeueing job $SLURM_JOB_ID before training; it resumes from $run_dir/checkpoints"
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+fi
 srun __SRUN_OPTIONS__ --cpus-per-task="$SLURM_CPUS_PER_TASK" "${command[@]}" &
 srun_pid=$!
+[ -n "$stop_requested" ] && kill -USR1 "$srun_pid"  # a signal between the check above and this line
 wait "$srun_pid"
 status=$?
 while kill -0 "$srun_pid" 2>/dev/null; do wait "$srun_pid"; status=$?; done

@@ -36,6 +36,22 @@ def launcher_rank(environ: dict[str, str] | None = None) -> int:
     return 0
 
 
+def check_free(run_dir: Path) -> None:
+    """Raise :class:`RunDirInUse` if a live job holds ``run_dir``; creates and changes nothing (for
+    validation before any rank starts; ``claim`` still takes the lock race-free at start-up)."""
+    try:
+        handle = open(run_dir / ".lock")
+    except OSError:
+        return  # no lock file (or none we may read): nobody to wait for, claim() decides
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "another process"
+            raise RunDirInUse(f"--out: {run_dir} is in use by {holder}; wait for it or choose another --out") from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def claim(run_dir: Path) -> None:
     """Create ``run_dir`` (mode 0750) and lock it for this process (call on rank 0 only)."""
     run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)

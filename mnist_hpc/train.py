@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -24,6 +23,7 @@ import tensorflow as tf
 
 from . import checkpoint, data, distributed, evaluate, models, stack
 from .rundir import save_model_atomic, write_json_atomic
+from .stop import StopRequest
 from .config import (CPU_CYCLE_TIME_MS, DIVERGED_EXIT, DTYPE_POLICIES, INTERRUPTED_EXIT, LAYOUTS, Recipe,
                      TrainConfig)
 
@@ -178,20 +178,6 @@ def make_optimizer(recipe: Recipe, lr_schedule: WarmupThenDecay) -> tf.keras.opt
 
 
 # ------------------------------------------------------------------ outputs
-class StopRequest:
-    """Set by SIGTERM/SIGUSR1 (the SLURM warning signal); checked by all ranks at epoch end."""
-
-    signals = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        for sig in self.signals:
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-
-
 # ------------------------------------------------------------------ the fit loop's epoch end
 class EpochEnd(tf.keras.callbacks.Callback):
     """Exact validation (and test, for time-to-accuracy), agreement on stopping, history, rank-0 checkpoint.
@@ -346,10 +332,11 @@ def resume_point(meta: dict[str, Any] | None) -> tuple[int, list[dict[str, Any]]
     return meta["epoch"], meta["history"]
 
 
-def run(config: TrainConfig) -> int:
-    """Train on every rank; rank 0 writes RUN_DIR. Returns the process exit code."""
+def run(config: TrainConfig, stop: StopRequest | None = None) -> int:
+    """Train on every rank; rank 0 writes RUN_DIR. Returns the process exit code. ``stop`` is the
+    stop request installed at start-up (mnist_hpc/stop.py), else one installed now."""
     t_start = time.perf_counter()
-    stop = StopRequest()
+    stop = stop or StopRequest()
     world = distributed.init(config.knobs, config.intra_op_threads, config.inter_op_threads,
                              CPU_CYCLE_TIME_MS[config.model])
     if not world.is_root:  # console output comes from rank 0 only

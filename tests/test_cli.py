@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 import pytest
 
+from conftest import readline_within
 from mnist_hpc import checkpoint
 
 
@@ -131,7 +132,7 @@ def test_a_second_job_on_the_same_run_dir_is_refused(tmp_path, mnist_dir):
                                "rundir.claim(Path(sys.argv[1])); print('locked', flush=True); time.sleep(120)",
                                str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        assert readline_within(holder.stdout, 60).strip() == "locked"
         result = cli("train", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"), "--epochs", "1")
         assert_one_line_error(result, "is in use by pid", str(holder.pid), "choose another --out")
     finally:

@@ -70,6 +70,49 @@ def test_sigterm_checkpoints_and_exits_with_the_requeue_status(tmp_path, mnist_d
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] < 20
     newest = checkpoint.latest_valid(run_dir / "checkpoints")
     assert newest.epoch == metrics["epochs_completed"]  # the epoch it stopped at was checkpointed
+    # what the requeued job runs: the same command resumes at the next epoch
+    stopped = newest.epoch
+    resumed = launch(2, "train", "--model", "simple", "--epochs", str(stopped + 1), "--batch-size", "16", "--out",
+                     str(run_dir), "--data-dir", str(mnist_dir))
+    assert f"resumed from {newest.path} (epoch {stopped})" in resumed.stdout
+    metrics = metrics_of(run_dir)
+    assert metrics["status"] == "completed" and [h["epoch"] for h in metrics["history"]] == list(range(1, stopped + 2))
+
+
+def test_resume_auto_skips_a_damaged_newest_checkpoint_with_a_warning(tmp_path, mnist_dir):
+    """The fault table's row through the CLI under mpirun: the warning names the damaged file and the
+    run resumes from the checkpoint before it."""
+    run_dir = tmp_path / "run"
+    common = ["train", "--model", "simple", "--out", str(run_dir), "--data-dir", str(mnist_dir)]
+    launch(2, *common, "--epochs", "2")
+    damaged = checkpoint.path_for(run_dir / "checkpoints", 2)
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    result = launch(2, *common, "--epochs", "3", "--resume", "auto")
+    assert "skipping damaged checkpoint" in result.stderr and str(damaged) in result.stderr, result.stderr[-2000:]
+    assert f"resumed from {checkpoint.path_for(run_dir / 'checkpoints', 1)} (epoch 1)" in result.stdout
+    metrics = metrics_of(run_dir)
+    assert metrics["status"] == "completed" and [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+
+
+def test_a_second_real_training_on_the_same_out_is_refused(tmp_path, mnist_dir):
+    """Two real trainings on one --out: the second stops in one line before any rank starts, and the
+    first finishes unharmed."""
+    run_dir = tmp_path / "run"
+    first = start_training(run_dir, mnist_dir, epochs=3)
+    try:
+        wait_for_checkpoint(run_dir, first)
+        second = launch(2, "train", "--model", "simple", "--epochs", "1", "--out", str(run_dir), "--data-dir",
+                        str(mnist_dir), check=False, timeout=120)
+        output, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    lines = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
+    assert second.returncode == 2 and len(lines) == 1 and "is in use by pid" in lines[0], second.stderr[-2000:]
+    assert "mpirun" not in second.stdout
+    assert first.returncode == 0, output[-2000:]
+    metrics = metrics_of(run_dir)
+    assert metrics["status"] == "completed" and [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
 
 
 HOSTILE = ["$(touch {p}/dollar)", "`touch {p}/backtick`", "; touch {p}/semicolon", "x\ntouch {p}/newline",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shlex
@@ -253,6 +254,37 @@ def test_resume_from_a_damaged_checkpoint_is_one_line(good_run, tmp_path, mnist_
     lines = our_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: {ckpt}: unreadable checkpoint")
+    assert not (tmp_path / "run").exists()
+
+
+def damage_data(folder: Path, how: str) -> Path:
+    """Truncate, or flip one byte of, the training images (the gzip stays valid: only the SHA-256 can tell)."""
+    path = folder / "train-images-idx3-ubyte.gz"
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:100_000])
+    else:
+        content = bytearray(gzip.decompress(path.read_bytes()))
+        content[5000] ^= 0xFF
+        path.write_bytes(gzip.compress(bytes(content)))
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupted"])
+@pytest.mark.parametrize("entry", ["cli train", "cli evaluate", "mpirun train", "mpirun evaluate"])
+def test_damaged_data_is_one_line_before_horovod_starts(entry, how, good_run, tmp_path, mnist_copy):
+    """The fault table's data row through the entry points a user runs: `mnist-hpc train|evaluate` and
+    `launchers/local.py --np 2` (mpirun). One line naming the file, status 2, no rank started, nothing written."""
+    damaged = damage_data(mnist_copy, how)
+    launcher, command = entry.split()
+    target = ["--out", str(tmp_path / "run"), "--epochs", "1"] if command == "train" else [str(good_run)]
+    prefix = [sys.executable, "-m", "mnist_hpc"] if launcher == "cli" else \
+        [sys.executable, str(REPO / "launchers" / "local.py"), "--np", "2"]
+    result = subprocess.run([*prefix, command, *target, "--data-dir", str(mnist_copy)], capture_output=True,
+                            text=True, timeout=120, cwd=REPO)
+    lines = our_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
+    assert lines[0].startswith("error: --data-dir: ") and str(damaged) in lines[0], lines[0]
+    assert "mpirun" not in result.stdout and "Horovod" not in result.stdout + result.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, metrics_of, rank_pids
+from conftest import REPO, metrics_of, rank_pids, readline_within
+from test_reliability import damage_data
 from mnist_hpc import jobspec
 
 pytestmark = pytest.mark.slurm
@@ -102,12 +103,37 @@ def test_signal_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
     assert metrics["status"] == "completed"
 
 
-def test_bad_argument_fails_fast_with_one_line(slurm_env, tmp_path):
-    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS="--batch-size -3")
+def test_a_real_time_limit_signal_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
+    """No scancel: SLURM itself sends USR1 before the 2-minute limit (`--signal=B:USR1@60`, which SLURM
+    may deliver up to a minute early); the job checkpoints, requeues itself and the requeued run resumes
+    until every epoch is done once."""
+    epochs = 90  # about 90 s of training at batch 16: the first signal surely lands mid-run
+    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, "--time=2", "--signal=B:USR1@60",
+                 MNIST_HPC_ARGS=f"--epochs {epochs} --batch-size 16")
+    assert wait_for(job, slurm_env, timeout=900) == "COMPLETED"
+    log = (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
+    assert "caught USR1" in log and "requeueing job" in log and "(restart 1)" in log, log[-3000:]
+    assert "resumed from" in log, log[-3000:]
+    metrics = metrics_of(tmp_path / "runs" / f"mnist-simple-{job}")
+    assert metrics["status"] == "completed" and [h["epoch"] for h in metrics["history"]] == list(range(1, epochs + 1))
+
+
+@pytest.mark.parametrize("fault", ["bad argument", "corrupted data"])
+def test_bad_input_fails_before_srun_with_one_line(fault, slurm_env, tmp_path, mnist_copy):
+    """The template's own validation refuses it: one error line in the job log, and no srun step ran
+    (on 2 nodes every rank would print the error, and the script would report srun's exit status)."""
+    if fault == "bad argument":
+        extra, expect = {"MNIST_HPC_ARGS": "--batch-size -3"}, "--batch-size: '-3' is not a batch size from 1 to 55000"
+    else:
+        damage_data(mnist_copy, "corrupted")
+        extra, expect = {"MNIST_HPC_DATA": str(mnist_copy)}, "train-images-idx3-ubyte.gz: content does not match the SHA-256"
+    job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, "--nodes=2", **extra)
     assert wait_for(job, slurm_env, timeout=120) == "FAILED"
     log = (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
-    assert "--batch-size: '-3' is not a batch size from 1 to 55000" in log
-    assert not (tmp_path / "runs" / f"mnist-simple-{job}" / "checkpoints").exists()
+    errors = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expect in errors[0], log
+    assert "mnist-hpc exited with status" not in log  # the line the script prints after srun
+    assert not (tmp_path / "runs" / f"mnist-simple-{job}").exists()
 
 
 def submit(*args: str, env, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -132,7 +158,7 @@ def test_submitit_reports_a_crashed_rank(slurm_env, tmp_path):
          "--folder", str(tmp_path / "logs"), "--wait", "--wait-timeout", "300", "--", "--model", "simple",
          "--epochs", "20", "--batch-size", "16", "--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_env, cwd=tmp_path)
-    first_line = launcher.stdout.readline()
+    first_line = readline_within(launcher.stdout, 120)
     job = first_line.split()[2].rstrip(";")
     deadline = time.monotonic() + 300
     victims: list[int] = []
@@ -152,11 +178,51 @@ def test_submitit_reports_a_crashed_rank(slurm_env, tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_submitit_preemption_requeues_and_resumes(slurm_env, tmp_path):
+    """Preemption as submitit sees it: USR2 to every task. submitit's Checkpointable requeues the job, and
+    the requeued run resumes from the newest epoch checkpoint; --wait still returns the final metrics."""
+    run_dir = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [sys.executable, str(REPO / "launchers" / "submit.py"), "--nodes", "2", "--time", "10",
+         "--folder", str(tmp_path / "logs"), "--wait", "--wait-timeout", "600", "--", "--model", "simple",
+         "--epochs", "4", "--batch-size", "16", "--out", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_env, cwd=tmp_path)
+    try:
+        first_line = readline_within(launcher.stdout, 120)
+        job = first_line.split()[2].rstrip(";")
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "ckpt-00001.npz").exists():
+            assert time.monotonic() < deadline and launcher.poll() is None, first_line
+            time.sleep(0.2)
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, env=slurm_env)
+        out, err = launcher.communicate(timeout=600)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, out + err
+    printed = json.loads(out[out.index("{"):])  # after the "submitted job" line read above
+    assert printed["status"] == "completed" and printed["epochs_completed"] == 4
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*_0_log.*"))
+    # (submitit calls any USR2 within 10 minutes of a short job's limit "timed-out"; the path is the same)
+    assert "Caught signal SIGUSR2" in logs and "DUE TO JOB REQUEUE" in logs and "resumed from" in logs, logs[-3000:]
+    assert [h["epoch"] for h in metrics_of(run_dir)["history"]] == [1, 2, 3, 4]
+
+
 def test_submitit_refuses_missing_data_before_submitting(slurm_env, tmp_path):
     result = submit("--nodes", "2", "--", "--model", "simple", "--data-dir", str(tmp_path / "nothing"),
                     env=slurm_env, cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "mnist-hpc data fetch" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_submitit_refuses_corrupted_data_before_submitting(slurm_env, tmp_path, mnist_copy):
+    damaged = damage_data(mnist_copy, "truncated")
+    result = submit("--job-name", "must-not-run", "--nodes", "2", "--", "--model", "simple", "--data-dir",
+                    str(mnist_copy), env=slurm_env, cwd=tmp_path, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and str(damaged) in lines[0], result.stderr
+    queue = subprocess.run(["squeue", "-h", "-n", "must-not-run"], capture_output=True, text=True, env=slurm_env)
+    assert queue.returncode == 0 and queue.stdout.strip() == ""
 
 
 def test_submitit_rejects_bad_resources_before_submitting(slurm_env, tmp_path):

@@ -123,7 +123,7 @@ def test_resume_with_a_different_world_size(tmp_path, mnist_dir):
 @pytest.mark.parametrize("precision,steps,accuracy", [("bf16", 1000, 0.95)])
 def test_mixed_precision_trains_checkpoints_and_resumes(tmp_path, mnist_dir, precision, steps, accuracy):
     """bf16 works with the DistributedOptimizer and with resume. (fp16 takes the same path plus loss
-    scaling; CPUs have no fast fp16 kernels, so it is left out of the suite: minutes per run.)"""
+    scaling; CPUs have no fast fp16 kernels, so its test below is a few steps.)"""
     run_dir = tmp_path / precision
     common = ["train", "--model", "cnn", "--precision", precision, "--batch-size", "32", "--out", str(run_dir),
               "--data-dir", str(mnist_dir)]
@@ -147,3 +147,46 @@ def test_fp16_allreduce_and_horovod_knobs_pass_through(tmp_path, mnist_dir):
     assert knobs["HOROVOD_TIMELINE"] == str(timeline)
     trace = timeline.read_text()
     assert "ALLREDUCE" in trace  # the gradients went through Horovod's all-reduce, recorded in the timeline
+    # --fp16-allreduce: the softmax gradients (784x10 kernel, 10 biases) crossed the wire as float16
+    for shape in ("[784, 10]", "[10]"):
+        dtypes = set(re.findall(r'"args": \{"dtype": "(\w+)", "shape": "' + re.escape(shape) + '"', trace))
+        assert dtypes == {"float16"}, (shape, dtypes)
+
+
+FP16_STEPS = """
+import sys
+import numpy as np
+import tensorflow as tf
+import mnist_hpc
+from mnist_hpc import config, data, distributed, train
+
+world = distributed.init()
+conf = config.TrainConfig(model="cnn", recipe="seed", data_dir=sys.argv[1], precision="fp16")
+split = data.load(sys.argv[1]).train
+plan = train.shard_plan(len(split), world.size, 16)
+model = train.compile_model(conf, conf.resolved_recipe(), "fp16", world, plan, total_steps=10)
+optimizer = model.optimizer
+assert isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer), type(optimizer)
+print("wrapped", type(optimizer.inner_optimizer).__module__, optimizer.dynamic, float(optimizer.loss_scale))
+before = model.get_weights()
+losses = [float(model.train_on_batch(split.images[i * 16:(i + 1) * 16], split.labels[i * 16:(i + 1) * 16])[0])
+          for i in range(4)]
+print("losses", *losses)
+print("dtypes", model.get_layer("conv1").compute_dtype, model.get_layer("conv1").kernel.dtype.name)
+print("changed", sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())), len(before))
+"""
+
+
+def test_fp16_trains_with_dynamic_loss_scaling_around_the_distributed_optimizer(mnist_dir):
+    """A few fp16 steps of the CNN as training compiles it: float16 compute, float32 variables, Keras's
+    dynamic loss scaling wrapped around Horovod's DistributedOptimizer, finite losses, every weight moved."""
+    result = subprocess.run([sys.executable, "-c", FP16_STEPS, str(mnist_dir)], capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    wrapped, dynamic, scale = out["wrapped"].split()
+    assert wrapped.startswith("horovod.") and dynamic == "True" and float(scale) > 1  # Horovod's optimizer inside
+    assert all(np.isfinite(float(x)) for x in out["losses"].split())
+    assert out["dtypes"] == "float16 float32"
+    changed, total = map(int, out["changed"].split())
+    assert changed == total

@@ -127,7 +127,9 @@ start() {
   install_packages
   if healthy; then say "already running ($SETTINGS)"; return; fi
   stop >/dev/null 2>&1 || true
-  rm -rf "$DIR/state" "$DIR/spool"  # a throw-away cluster: no jobs recovered from an earlier start
+  # a throw-away cluster: no jobs recovered from an earlier start, and no job-completion records of
+  # one (job ids restart at 1, and submitit would read an old job's state for a new job of that id)
+  rm -rf "$DIR/state" "$DIR/spool" "$LOG/jobcomp.txt"
   mkdir -p "$DIR/etc" "$RUN" "$LOG" "$DIR/state" "$DIR/bin" "$DIR/munge"
   chmod 700 "$DIR/munge"
   local node
