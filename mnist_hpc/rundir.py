@@ -36,6 +36,12 @@ def launcher_rank(environ: dict[str, str] | None = None) -> int:
     return 0
 
 
+def _in_use(run_dir: Path, lock_file: IO[str]) -> RunDirInUse:
+    """The refusal, naming the holder the lock file records."""
+    holder = lock_file.read().strip() or "another process"
+    return RunDirInUse(f"--out: {run_dir} is in use by {holder}; wait for it or choose another --out")
+
+
 def check_free(run_dir: Path) -> None:
     """Raise :class:`RunDirInUse` if a live job holds ``run_dir``; creates and changes nothing (for
     validation before any rank starts; ``claim`` still takes the lock race-free at start-up)."""
@@ -47,8 +53,7 @@ def check_free(run_dir: Path) -> None:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = handle.read().strip() or "another process"
-            raise RunDirInUse(f"--out: {run_dir} is in use by {holder}; wait for it or choose another --out") from None
+            raise _in_use(run_dir, handle) from None
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -60,9 +65,9 @@ def claim(run_dir: Path) -> None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        error = _in_use(run_dir, handle)
         handle.close()
-        raise RunDirInUse(f"--out: {run_dir} is in use by {holder}; wait for it or choose another --out") from None
+        raise error from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
