@@ -39,14 +39,12 @@ class Training(submitit.helpers.Checkpointable):
                 status = subprocess.run(spec.mpirun_command(), env=jobspec.launch_environment()).returncode
             else:
                 status = cli.main(list(spec.args))
+            if status != 0:
+                raise RuntimeError(f"rank {environment.global_rank}: mnist-hpc exited with status {status}")
         except Exception:
             if requeued and requeued.received:
                 requeued.leave()
             raise
-        if status != 0:
-            if requeued and requeued.received:
-                requeued.leave()
-            raise RuntimeError(f"rank {environment.global_rank}: mnist-hpc exited with status {status}")
         if environment.global_rank != 0:  # rank 0 writes the metrics; submitit returns its result
             return None
         return json.loads((Path(run_dir) / "metrics.json").read_text())
