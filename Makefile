@@ -22,7 +22,7 @@ endif
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup smoke test fallback-check gpu-build-check gpu-acceptance data templates clean
+.PHONY: setup smoke test test-fast fallback-check gpu-build-check gpu-acceptance data templates clean
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,11 @@ smoke: data
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast lane while you change code: tests/unit only (no ranks, no MPI, no cluster; under a minute).
+# tests/integration starts real ranks and tests/slurm the real cluster: `make test` runs all three.
+test-fast: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The short check that keeps the fallback stack from rotting (CI runs it after `make test`):
 # 2-rank training of both models, evaluate, one SLURM template job, on STACK=tf2.15.

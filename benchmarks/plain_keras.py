@@ -36,7 +36,7 @@ def main() -> None:
     epochs = args.epochs or epochs
 
     raw = data.read_raw(args.data_dir)
-    shape = (-1, 28, 28, 1) if args.model == "cnn" else (-1, 784)
+    shape = (-1, *models.spec(args.model).input_shape)
     x_train = (raw["x_train"].reshape(shape) / 255.0).astype(np.float32)
     x_test = (raw["x_test"].reshape(shape) / 255.0).astype(np.float32)
     y_train, y_test = raw["y_train"].astype(np.int32), raw["y_test"].astype(np.int32)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - the measurements behind benchmarks/RESULTS.md, run one after another on an idle machine.
 #   bash benchmarks/run.sh [GROUP ...]
-# groups: stacks stack-recipes plain recipes peak baseline sweep strong allreduce slurm tta cnn-default cnn-seed cnn-default-bf16 bf16
+# groups: stacks stack-recipes redesign-recipes plots plain recipes peak baseline sweep strong allreduce slurm tta cnn-default cnn-seed cnn-default-bf16 bf16
 # Results (metrics.json / bench JSON) are copied to benchmarks/results/<name>.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -99,6 +99,13 @@ for group in "${groups[@]}"; do
       train stack-default-simple-default-np2 --model simple --recipe default
       train stack-default-cnn-default-np2 --model cnn
       train stack-default-cnn-seed-np2 --model cnn --recipe seed --precision fp32 ;;
+    plots)  # the committed sweep reports as PNG plots (benchmarks/plots/)
+      $PY benchmarks/plots.py ;;
+    redesign-recipes)  # issue 14: the same four recipes after the redesign (Keras's CosineDecay, one compiled model)
+      train redesign-simple-seed-np2 --model simple --recipe seed
+      train redesign-simple-default-np2 --model simple --recipe default
+      train redesign-cnn-default-np2 --model cnn
+      train redesign-cnn-seed-np2 --model cnn --recipe seed --precision fp32 ;;
     *) echo "unknown group $group" >&2; exit 2 ;;
   esac
 done

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from mnist_hpc import data, models, train  # first: makes tf.keras Keras 2 (mnist_hpc/stack.py)
+from mnist_hpc import data, models, pipeline  # first: makes tf.keras Keras 2 (mnist_hpc/stack.py)
 
 import tensorflow as tf
 
@@ -43,7 +43,7 @@ def run(mnist: data.Mnist, lr: float = 1.0, batch: int = 256, epochs: int = 30, 
     dataset = dataset.batch(batch)
     if augment:
         dataset = dataset.enumerate().map(lambda step, b: (
-            train.random_shift(b[0], augment, tf.stack([tf.constant(seed, tf.int64), step])), b[1]))
+            pipeline.random_shift(b[0], augment, tf.stack([tf.constant(seed, tf.int64), step])), b[1]))
     start = time.perf_counter()
     model.fit(dataset.prefetch(2), epochs=epochs, verbose=0)
     seconds = time.perf_counter() - start

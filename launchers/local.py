@@ -15,10 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_hpc import cli
+from mnist_hpc import cli, models
 from mnist_hpc.jobspec import JobSpec, launch_environment
 
-SMOKE_BUDGETS = {"simple": ["--epochs", "3"], "cnn": ["--steps", "600"]}
 MAX_LOCAL_RANKS = 64  # one machine; more would only oversubscribe it
 
 
@@ -45,7 +44,8 @@ def run_local(args: list[str], ranks: int, dry_run: bool = False) -> int:
 def smoke(ranks: int, out: Path, dry_run: bool = False) -> int:
     """Train both models briefly on ``ranks`` ranks; print aggregated test accuracies."""
     results = {}
-    for model, budget in SMOKE_BUDGETS.items():
+    for model, spec in models.REGISTRY.items():  # each model's smoke_budget
+        budget = spec.smoke_budget
         run_dir = out / model
         status = run_local(["train", "--model", model, *budget, "--out", str(run_dir), "--resume", "never"], ranks,
                            dry_run)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import submitit
@@ -49,11 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         specs = {}
         for nodes in options.node_counts:
             result_file = out / f"np{nodes * (options.ntasks_per_node or base.ntasks_per_node)}.json"
-            specs[nodes] = (replace(base, args=(*base.args, *argv[split + 1:], "--out", str(result_file)),
-                                    python=sys.executable).with_resources(
-                nodes=nodes, ntasks_per_node=options.ntasks_per_node, gpus_per_node=options.gpus_per_node,
-                cpus_per_task=options.cpus_per_task, time=options.time, partition=options.partition,
-                account=options.account, name=options.job_name), str(result_file))
+            spec = cli.spec_from_options(base, options, args=(*base.args, *argv[split + 1:], "--out", str(result_file)),
+                                         python=sys.executable).with_resources(nodes=nodes)
+            specs[nodes] = (spec, str(result_file))
             if cli.main([*specs[nodes][0].args, "--dry-run"]) != 0:
                 return 2
     except (jobspec.JobSpecError, *cli.INPUT_ERRORS) as err:
@@ -70,22 +67,25 @@ def main(argv: list[str] | None = None) -> int:
         executor.update_parameters(**spec.submitit_parameters(setup=options.setup))
         jobs.append((nodes, executor.submit(Benchmark(), spec, result_file)))
         print(f"submitted {nodes}-node benchmark: job {jobs[-1][1].job_id}", flush=True)
-    deadline = time.monotonic() + options.wait_timeout
     failed = False
-    for done, (nodes, job) in enumerate(jobs, start=1):
-        while not job.done():
-            if time.monotonic() > deadline:
+    names = {job.job_id: nodes for nodes, job in jobs}
+    try:  # submitit yields each job as it ends, whatever the order
+        for done, job in enumerate(submitit.helpers.as_completed([job for _, job in jobs], timeout=options.wait_timeout,
+                                                                 poll_frequency=2), start=1):
+            nodes = names[job.job_id]
+            try:
+                result = job.results()[0]
+                print(f"[{done}/{len(jobs)}] {nodes} node(s): {result['images_per_second']:.0f} images/s", flush=True)
+            except Exception as err:  # noqa: BLE001 - submitit re-raises the job's failure
+                failed = True
+                print(f"[{done}/{len(jobs)}] {nodes}-node job {job.job_id} failed: "
+                      f"{str(err).strip().splitlines()[:1]}; logs: {job.paths.stderr}", file=sys.stderr)
+    except TimeoutError:
+        for nodes, job in jobs:
+            if not job.done():
                 job.cancel()
                 print(f"{nodes}-node job {job.job_id}: cancelled after --wait-timeout", file=sys.stderr)
-                return 1
-            time.sleep(2)
-        try:
-            result = job.results()[0]
-            print(f"[{done}/{len(jobs)}] {nodes} node(s): {result['images_per_second']:.0f} images/s", flush=True)
-        except Exception as err:  # noqa: BLE001 - submitit re-raises the job's failure
-            failed = True
-            print(f"[{done}/{len(jobs)}] {nodes}-node job {job.job_id} failed: {str(err).strip().splitlines()[:1]}; "
-                  f"logs: {job.paths.stderr}", file=sys.stderr)
+        return 1
     if failed:
         return 1
     print(bench.report(out).read_text(), end="")

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import submitit
@@ -91,11 +90,8 @@ def build_spec(options: argparse.Namespace, train_args: list[str]) -> tuple[jobs
     out_index = train_args.index("--out") + 1
     run_dir = str(Path(train_args[out_index]).absolute())
     train_args[out_index] = run_dir
-    base = jobspec.TEMPLATES["train_cnn"].spec
-    spec = replace(base, args=("train", *train_args), python=sys.executable).with_resources(
-        name=options.job_name, nodes=options.nodes, ntasks_per_node=options.ntasks_per_node,
-        gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task, time=options.time,
-        partition=options.partition, account=options.account)
+    spec = cli.spec_from_options(jobspec.TEMPLATES["train_cnn"].spec, options, args=("train", *train_args),
+                                 python=sys.executable)
     cli.validate_train(spec.args[1:])
     return spec, run_dir
 
@@ -110,14 +106,13 @@ def make_executor(spec: jobspec.JobSpec, options: argparse.Namespace) -> submiti
 
 
 def wait(job: submitit.Job, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while not job.done():
-        if time.monotonic() > deadline:
-            job.cancel()
-            print(f"job {job.job_id}: no result after {timeout:.0f} s, cancelled; logs: {job.paths.stderr}",
-                  file=sys.stderr)
-            return 1
-        time.sleep(2)
+    try:
+        next(submitit.helpers.as_completed([job], timeout=timeout, poll_frequency=2))
+    except TimeoutError:
+        job.cancel()
+        print(f"job {job.job_id}: no result after {timeout:.0f} s, cancelled; logs: {job.paths.stderr}",
+              file=sys.stderr)
+        return 1
     try:
         metrics = job.results()[0]  # rank 0 returns the metrics
     except Exception as err:  # noqa: BLE001 - submitit re-raises the job's failure
@@ -138,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(jobspec.launch_environment())
     if options.dry_run:
         with tempfile.TemporaryDirectory() as scratch:  # a dry run leaves no submitit folder behind
-            executor = make_executor(spec, argparse.Namespace(**{**vars(options), "folder": Path(scratch)}))
-            if executor.cluster == "slurm":
-                print(executor._executor._make_submission_file_text("<submitit command>", "<uid>"))
-            else:
-                print(spec.shell(spec.mpirun_command() if spec.world_size > 1 else spec.command()))
+            cluster = submitit.AutoExecutor(folder=scratch).cluster
+        if cluster == "slurm":  # the job as submitit gets it: the same JobSpec, set-up lines, what each rank runs
+            print(spec.sbatch_preview(setup=options.setup))
+        else:
+            print(spec.shell(spec.mpirun_command() if spec.world_size > 1 else spec.command()))
         return 0
     executor = make_executor(spec, options)
     job = executor.submit(Training(), spec, run_dir)

@@ -8,6 +8,7 @@ cut into windows; each window gives images/s per rank, and the ranks' rates are 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
 import time
@@ -17,11 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from . import data, distributed
-from .config import DTYPE_POLICIES, LAYOUTS
-
-MFLOP_PER_TRAINING_IMAGE = {"cnn": 82.0, "simple": 0.047}  # forward + backward, multiply-add = 2 FLOP
-
+from . import data, distributed, models
+from .config import TrainConfig
+from .rundir import atomic_path, write_text_atomic
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -37,22 +36,36 @@ class BenchConfig:
     intra_op_threads: int | None = None
     fp16_allreduce: bool = False  # compress gradients to fp16 for the all-reduce
 
+    @property
+    def steps(self) -> int:
+        return self.warmup_steps + self.windows * self.window_steps
 
-def _batches(config: BenchConfig, world: distributed.World):
-    import tensorflow as tf
+    def train_config(self, world_size: int) -> TrainConfig:
+        """The training run this benchmark times: the model's default recipe at this batch and
+        precision, with a step budget of ``steps`` per rank (so one step per graph call, timestamped)."""
+        return TrainConfig(model=self.model, batch_size=self.batch_size, precision=self.precision,
+                           fp16_allreduce=self.fp16_allreduce, data_dir=self.data_dir, seed=0,
+                           steps=self.steps * world_size)
 
-    steps = config.warmup_steps + config.windows * config.window_steps
-    if config.synthetic:
-        rng = np.random.default_rng(world.rank)
-        shape = (784,) if LAYOUTS[config.model] == "flat" else (28, 28, 1)
-        images = rng.random((config.batch_size * 8, *shape), dtype=np.float32)
-        labels = rng.integers(0, 10, config.batch_size * 8).astype(np.int32)
-    else:
-        train = data.load(config.data_dir, layout=LAYOUTS[config.model]).train
-        shard = data.epoch_shard(len(train), world.rank, world.size, 0, seed=0)
-        images, labels = train.images[shard], train.labels[shard]
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(config.batch_size, drop_remainder=True)
-    return dataset.prefetch(tf.data.AUTOTUNE), steps
+
+def training_split(config: BenchConfig, world: distributed.World) -> data.Split:
+    """MNIST's training images, or random ones in the model's layout (8 batches per rank)."""
+    spec = models.spec(config.model)
+    if not config.synthetic:
+        return data.load(config.data_dir, layout=spec.layout).train
+    rng = np.random.default_rng(world.rank)
+    n = config.batch_size * 8 * world.size
+    return data.Split(rng.random((n, *spec.input_shape), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32))
+
+
+def model_and_input(config: BenchConfig, world: distributed.World, horovod: bool = True):
+    """Training's own compiled model and input pipeline for this config (train.model_and_input)."""
+    from . import train  # TensorFlow: not for `bench report`
+
+    train_config = config.train_config(world.size)
+    split = training_split(config, world)
+    schedule = train.schedule_for(train_config, len(split), world)
+    return train.model_and_input(train_config, schedule, world, split, horovod=horovod)
 
 
 def _timed_fit(model, dataset, steps: int) -> list[float]:
@@ -83,37 +96,21 @@ def _summary(per_rank: list[float], config: BenchConfig, world: distributed.Worl
             "images_per_second_per_rank": statistics.median(totals) / world.size}
 
 
-def _compiled(config: BenchConfig, distributed_optimizer: bool):
-    import tensorflow as tf
-
-    from . import models
-
-    model = models.build(config.model, DTYPE_POLICIES[config.precision], seed=0)
-    optimizer = tf.keras.optimizers.Adam(1e-3)
-    if distributed_optimizer:
-        hvd = distributed.hvd_module()
-        compression = hvd.Compression.fp16 if config.fp16_allreduce else hvd.Compression.none
-        optimizer = hvd.DistributedOptimizer(optimizer, compression=compression)
-    model.compile(optimizer, tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model
-
-
 def throughput(config: BenchConfig, knobs: distributed.HorovodKnobs = distributed.HorovodKnobs()) -> dict[str, Any]:
     """Training images/s of Horovod-wrapped Keras (and, with ``compare_plain``, of plain Keras)."""
-    world = distributed.init(knobs, config.intra_op_threads)
+    world = distributed.init(knobs, config.intra_op_threads, cpu_cycle_time_ms=models.spec(config.model).cpu_cycle_time_ms)
     if config.compare_plain and world.size != 1:
         raise ValueError("--compare-plain measures one process: run it without a launcher")
-    dataset, steps = _batches(config, world)
     result: dict[str, Any] = {"config": asdict(config), "world_size": world.size,
                               "hosts": distributed.gather_hostnames()}
     variants = [("horovod", True)] + ([("plain", False)] if config.compare_plain else [])
     for name, wrapped in variants:
-        stamps = _timed_fit(_compiled(config, wrapped), dataset, steps)
+        stamps = _timed_fit(*model_and_input(config, world, horovod=wrapped), config.steps)
         result[name] = _summary(_window_rates(stamps, config), config, world, f"bench_{name}")
     if config.compare_plain:
         result["horovod_over_plain"] = result["horovod"]["images_per_second"] / result["plain"]["images_per_second"]
     result["images_per_second"] = result["horovod"]["images_per_second"]
-    result["mflop_per_image"] = MFLOP_PER_TRAINING_IMAGE[config.model]
+    result["mflop_per_image"] = models.spec(config.model).mflop_per_image
     result["gflops"] = result["images_per_second"] * result["mflop_per_image"] / 1000
     return result
 
@@ -157,11 +154,12 @@ def report(results_dir: Path) -> Path:
         if plain:  # plain tf.keras in one process at the same global batch, timed in the same sweep
             row["plain_images_per_second"] = plain["images_per_second"]
             row["over_plain"] = row["images_per_second"] / plain["images_per_second"]
-    with open(results_dir / "report.csv", "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (results_dir / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(results_dir / "report.csv", table.getvalue())
+    write_text_atomic(results_dir / "report.json", json.dumps(rows, indent=2) + "\n")
     extra = " plain tf.keras img/s | vs plain |" if plain else ""
     lines = [f"| workers | batch/worker | images/s (median) | min | max | speedup | {scaling}-scaling efficiency |"
              + extra, "|---|---|---|---|---|---|---|" + ("---|---|" if plain else "")]
@@ -169,18 +167,20 @@ def report(results_dir: Path) -> Path:
               f"{r['max']:.0f} | {r['speedup']:.2f} | {r['efficiency']:.2f} |"
               + (f" {r['plain_images_per_second']:.0f} | {r['over_plain']:.3f} |" if plain else "") for r in rows]
     markdown = results_dir / "report.md"
-    markdown.write_text("\n".join(lines) + "\n")
-    _plot(rows, results_dir)
+    write_text_atomic(markdown, "\n".join(lines) + "\n")
+    plot(rows, results_dir)
     return markdown
 
 
-def _plot(rows: list[dict[str, Any]], results_dir: Path) -> None:
+def plot(rows: list[dict[str, Any]], folder: Path, prefix: str = "", title: str = "") -> list[Path]:
+    """throughput.png (total images/s with the windows' min-max band) and efficiency.png of a report's rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     workers = [r["workers"] for r in rows]
+    written = []
     for key, label, name in (("images_per_second", "images/s (total)", "throughput.png"),
                              ("efficiency", "scaling efficiency", "efficiency.png")):
         figure, axes = plt.subplots(figsize=(5, 3.5))
@@ -191,13 +191,18 @@ def _plot(rows: list[dict[str, Any]], results_dir: Path) -> None:
         axes.set_ylabel(label)
         axes.set_xticks(workers)
         axes.grid(alpha=0.3)
+        if title:
+            axes.set_title(title, fontsize=9)
         figure.tight_layout()
-        figure.savefig(results_dir / name, dpi=100)
+        with atomic_path(folder / f"{prefix}{name}") as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
         plt.close(figure)
+        written.append(folder / f"{prefix}{name}")
+    return written
 
 
 # ------------------------------------------------------------------ scaling model on paper
-CNN_PARAMETERS = 3_274_634
+CNN_PARAMETERS = models.spec("cnn").parameters
 INTERCONNECTS = {  # name: (bytes/s per worker for the all-reduce, per-message latency in s)
     "25 Gb/s Ethernet": (25e9 / 8, 30e-6),
     "100 Gb/s InfiniBand": (100e9 / 8, 3e-6),
@@ -219,7 +224,7 @@ def projected_efficiency(workers: int, batch_per_worker: int, worker_flops: floa
 
     ``overlap`` is the fraction of the all-reduce hidden behind the backward pass.
     """
-    compute = batch_per_worker * MFLOP_PER_TRAINING_IMAGE["cnn"] * 1e6 / worker_flops
+    compute = batch_per_worker * models.spec("cnn").mflop_per_image * 1e6 / worker_flops
     communicate = ring_allreduce_seconds(workers, CNN_PARAMETERS * bytes_per_parameter, bandwidth, latency)
     return compute / (compute + (1 - overlap) * communicate)
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import checkpoint, data, distributed, jobspec, rundir, stack, stop
-from .config import INITS, MAX_SHIFT, MODELS, PRECISIONS, RECIPE_NAMES, TrainConfig
+from . import checkpoint, data, distributed, jobspec, models, rundir, stack, stop
+from .config import MAX_SHIFT, PRECISIONS, TrainConfig
 from .distributed import HorovodKnobs
 
 
@@ -110,33 +110,16 @@ def check_data(data_dir: str | None) -> None:
 
 
 def check_resume(resume: str, run_dir: Path, model: str) -> None:
-    if resume == "never":
-        return
-    if resume == "auto":
-        paths = checkpoint.candidates(run_dir / "checkpoints")
-    else:
-        paths = [Path(resume)]
-        if not paths[0].is_file():
-            raise UsageError(f"--resume: {resume} is not a file (allowed: auto, never or a checkpoint path)")
-    if resume != "auto":
-        checkpoint.load(paths[0])  # every array read: a damaged file is one line here, not a traceback later
-    for path in paths:
-        try:
-            meta = checkpoint.read_meta(path)
-        except checkpoint.CheckpointError:
-            if resume != "auto":
-                raise
-            continue  # auto skips damaged checkpoints at load time, with a warning
-        if meta["model"] != model:
-            raise UsageError(f"--resume: {path} is a checkpoint of model {meta['model']!r}, "
-                             f"not {model!r} (use another --out or --resume never)")
-        return
+    try:
+        checkpoint.resolve(resume, run_dir / "checkpoints", model, arrays=resume != "auto")
+    except checkpoint.CheckpointError as err:
+        raise UsageError(str(err)) from None
 
 
 # ------------------------------------------------------------------ subcommands
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", choices=MODELS, default="simple")
-    p.add_argument("--recipe", choices=RECIPE_NAMES, default="default",
+    p.add_argument("--model", choices=models.names(), default="simple")
+    p.add_argument("--recipe", choices=recipe_names(), default="default",
                    help="default: tuned for time to accuracy; seed: the TensorFlow tutorial")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive_int, help="passes over the 55,000 training images")
@@ -155,7 +138,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not multiply the learning rate by the world size")
     p.add_argument("--warmup-epochs", type=non_negative_float,
                    help="linear LR warm-up to the scaled rate (recipe's default)")
-    p.add_argument("--init", choices=INITS, help="CNN weight initialisation (recipe's default)")
+    p.add_argument("--init", choices=models.INITS, help="CNN weight initialisation (recipe's default)")
     p.add_argument("--augment", type=shift_pixels,
                    help="shift training images by up to this many pixels, 0 for none (recipe's default)")
     p.add_argument("--fp16-allreduce", action="store_true", help="compress gradients to fp16 for the all-reduce")
@@ -170,12 +153,42 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate the arguments and print the run; do not train")
 
 
+def recipe_names() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for spec in models.REGISTRY.values() for name in spec.recipes))
+
+
+def check_model_choices(args: argparse.Namespace) -> None:
+    """--recipe and --precision against what the model's registry entry allows."""
+    spec = models.spec(args.model)
+    if args.recipe not in spec.recipes:
+        raise UsageError(f"--recipe: {args.recipe} is not a recipe of model {spec.name} "
+                         f"(allowed: {', '.join(spec.recipes)})")
+    check_precision(args.precision, spec, ("auto",))
+
+
+def check_precision(requested: str, spec: models.ModelSpec, also: tuple[str, ...] = ()) -> None:
+    if requested not in (*also, *spec.precisions):
+        users = [name for name, other in models.REGISTRY.items() if requested in other.precisions]
+        raise UsageError(f"--precision: {requested} applies to {' and '.join(users) or 'no model'}; {spec.name} trains "
+                         f"in {'/'.join(spec.precisions)} (allowed: {', '.join((*also, *spec.precisions))})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Each option to its config field, by name here (a renamed field fails tests/unit/test_cli.py)."""
+    return TrainConfig(
+        model=args.model, recipe=args.recipe, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size,
+        lr=args.lr, out=args.out, resume=args.resume, data_dir=args.data_dir, seed=args.seed,
+        precision=args.precision, scale_lr=args.scale_lr, warmup_epochs=args.warmup_epochs, augment=args.augment,
+        init=args.init, fp16_allreduce=args.fp16_allreduce, keep_checkpoints=args.keep_checkpoints,
+        intra_op_threads=args.intra_op_threads,
+        knobs=HorovodKnobs(args.fusion_threshold_mb, args.cycle_time_ms, args.timeline),
+        target_accuracy=args.target_accuracy)
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """Validate the parsed ``train`` arguments against the file system; build the config."""
     stack.require_keras2()
-    if args.model == "simple" and args.precision in ("bf16", "fp16"):
-        raise UsageError(f"--precision: {args.precision} applies to the cnn model; simple trains in fp32 "
-                         "(allowed: auto, fp32)")
+    check_model_choices(args)
     check_data(args.data_dir)
     run_dir = Path(args.out)
     check_writable_dir(run_dir, "--out")
@@ -185,9 +198,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         except rundir.RunDirInUse as err:
             raise UsageError(str(err)) from None
     check_resume(args.resume, run_dir, args.model)
-    knobs = HorovodKnobs(args.fusion_threshold_mb, args.cycle_time_ms, args.timeline)
-    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    return TrainConfig(**fields, knobs=knobs)
+    return config_from_args(args)
 
 
 def validate_train(argv: Sequence[str]) -> TrainConfig:
@@ -224,16 +235,27 @@ def evaluate_inputs(args: argparse.Namespace) -> Path:
     return model_path
 
 
+def bench_inputs(args: argparse.Namespace) -> None:
+    if args.action == "report":
+        return  # reads JSON files only: no TensorFlow
+    stack.require_keras2()
+    if args.action == "throughput":
+        check_precision(args.precision, models.spec(args.model))
+        if not args.synthetic:
+            check_data(args.data_dir)
+
+
 def validate(args: argparse.Namespace) -> None:
-    """Everything a subcommand refuses before it starts, for launchers to call once before mpirun."""
+    """Everything a subcommand refuses before it starts: each cmd_* calls it first, and launchers
+    call it once before mpirun/sbatch/submitit."""
     if args.command == "train":
         train_config(args)
     elif args.command == "evaluate":
         evaluate_inputs(args)
-    elif args.command in ("bench", "doctor"):
+    elif args.command == "bench":
+        bench_inputs(args)
+    elif args.command == "doctor":
         stack.require_keras2()
-        if args.command == "bench" and args.action == "throughput" and not args.synthetic:
-            check_data(args.data_dir)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -257,13 +279,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.action != "report":
-        stack.require_keras2()
+    bench_inputs(args)
     from . import bench
 
     if args.dry_run:
-        if args.action == "throughput" and not args.synthetic:
-            check_data(args.data_dir)
         print(f"would run bench {args.action}")
         return 0
     if args.action == "report":
@@ -280,8 +299,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.action == "allreduce":
         result = bench.allreduce_seconds()
     else:
-        if not args.synthetic:
-            check_data(args.data_dir)
         config = bench.BenchConfig(args.model, args.batch_size, args.synthetic, args.warmup_steps, args.windows,
                                    args.window_steps, args.precision, args.compare_plain, args.data_dir,
                                    args.intra_op_threads, args.fp16_allreduce)
@@ -298,23 +315,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    stack.require_keras2()
+    validate(args)
     from . import doctor
 
     return doctor.main(args.json)
 
 
 def cmd_slurm_render(args: argparse.Namespace) -> int:
-    template = jobspec.TEMPLATES[args.template]
     try:
-        spec = template.spec.with_resources(
-            name=args.job_name, nodes=args.nodes, ntasks_per_node=args.ntasks_per_node,
-            gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, time=args.time,
-            partition=args.partition, account=args.account)
+        spec = spec_from_options(jobspec.TEMPLATES[args.template].spec, args)
     except jobspec.JobSpecError as err:
         raise UsageError(str(err)) from None
     sys.stdout.write(jobspec.render_sbatch(args.template, spec))
     return 0
+
+
+def spec_from_options(base: jobspec.JobSpec, options: argparse.Namespace, **changes) -> jobspec.JobSpec:
+    """The one place resource options become a JobSpec: ``base`` (a template's) with the options
+    given on the command line (see :func:`add_resource_arguments`) and ``changes`` (args, python)."""
+    from dataclasses import replace
+
+    return replace(base, **changes).with_resources(
+        name=options.job_name, nodes=options.nodes, ntasks_per_node=options.ntasks_per_node,
+        gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task, time=options.time,
+        partition=options.partition, account=options.account)
 
 
 def add_resource_arguments(p: argparse.ArgumentParser) -> None:
@@ -353,7 +377,7 @@ def build_parser() -> Parser:
     bench.add_argument("action", choices=("throughput", "peak", "allreduce", "report"),
                        help="allreduce: time of one all-reduce of the CNN's gradients across the ranks")
     bench.add_argument("results", nargs="?", help="report: the folder of a sweep's np*.json files")
-    bench.add_argument("--model", choices=MODELS, default="cnn")
+    bench.add_argument("--model", choices=models.names(), default="cnn")
     bench.add_argument("--batch-size", type=positive_int, default=128, help="per rank (default: %(default)s)")
     bench.add_argument("--synthetic", action="store_true", help="random images instead of MNIST")
     bench.add_argument("--warmup-steps", type=positive_int, default=10)

@@ -1,49 +1,21 @@
-"""The description of a training run: recipes, choices and the run configuration (no TensorFlow)."""
+"""The description of a training run: its configuration and the choices it allows (no TensorFlow).
+
+Each model's facts (recipes, precisions, layout, costs) are in its models.REGISTRY entry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .distributed import DEFAULT_CPU_CYCLE_TIME_MS, HorovodKnobs
+from . import models
+from .distributed import HorovodKnobs
+from .models import Recipe
 
-MODELS = ("simple", "cnn")
-LAYOUTS = {"simple": "flat", "cnn": "image"}  # data.load(layout=...) per model
-RECIPE_NAMES = ("default", "seed")
-# Horovod's cycle on CPU ranks: the softmax model's steps take well under 1 ms (benchmarks/RESULTS.md)
-CPU_CYCLE_TIME_MS = {"simple": 0.2, "cnn": DEFAULT_CPU_CYCLE_TIME_MS}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what each model allows: models.ModelSpec.precisions
 DTYPE_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 RESUME_MODES = ("auto", "never")
-INITS = ("tutorial", "he")  # CNN weight initialisations (see models.cnn)
 MAX_SHIFT = 8  # pixels: the largest --augment shift (images are 28x28)
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; requeue to resume
 DIVERGED_EXIT = 1  # a failed run, not to be requeued: the same settings would diverge again
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Optimiser, batch and budget. ``lr`` is per rank-batch; ``steps`` counts at world size 1."""
-
-    optimizer: str  # "sgd" | "adam"
-    lr: float
-    batch_size: int  # per rank
-    epochs: int | None = None
-    steps: int | None = None  # reference budget at world size 1, divided among ranks
-    schedule: str = "constant"  # "constant" | "cosine" (to 0 at the end)
-    warmup_epochs: float = 1.0  # linear warm-up to the world-size-scaled rate (only with > 1 rank)
-    augment: int = 0  # shift each training image by up to this many pixels (0: no augmentation)
-    init: str = "tutorial"  # CNN weight initialisation, one of INITS
-
-
-RECIPES: dict[tuple[str, str], Recipe] = {
-    # the TensorFlow tutorials, as published
-    ("simple", "seed"): Recipe("sgd", 0.5, 100, steps=1_000),
-    ("cnn", "seed"): Recipe("adam", 1e-4, 50, steps=20_000),
-    # tuned on the validation set for time to accuracy (benchmarks/RESULTS.md)
-    ("simple", "default"): Recipe("sgd", 1.0, 256, epochs=30, schedule="cosine"),
-    ("cnn", "default"): Recipe("adam", 1e-3, 128, epochs=15, schedule="cosine", warmup_epochs=0.25, augment=2,
-                               init="he"),
-}
 
 
 @dataclass(frozen=True)
@@ -71,7 +43,7 @@ class TrainConfig:
     target_accuracy: float | None = None  # time-to-accuracy: stop once the aggregated test accuracy reaches it
 
     def resolved_recipe(self) -> Recipe:
-        base = RECIPES[(self.model, self.recipe)]
+        base = models.spec(self.model).recipes[self.recipe]
         budget = {"epochs": self.epochs, "steps": None} if self.epochs else {}
         if self.steps:
             budget = {"epochs": None, "steps": self.steps}

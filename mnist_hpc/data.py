@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 import numpy as np
+
+from .rundir import atomic_path
 
 ENV_VAR = "MNIST_HPC_DATA"
 DEFAULT_DIR = Path("~/.cache/mnist_hpc/mnist")
@@ -204,19 +205,12 @@ def _accepted(path: Path, idx: IdxFile) -> bool:
 
 def _download(url: str, target: Path, idx: IdxFile, timeout: float) -> None:
     """Download ``url`` into ``target`` atomically; raise OSError/DataError when it fails or is bad."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    with atomic_path(target, mode=0o644) as tmp:  # public data: readable by everyone, like the originals
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         if not _accepted(tmp, idx):
             raise DataError(f"{url}: checksum mismatch")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def fetch(data_dir: str | os.PathLike | None = None, mirrors: Iterable[str] = MIRRORS,

@@ -13,26 +13,13 @@ import os
 import platform
 import socket
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from . import distributed, stack
+from . import distributed, precision, stack
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what decides CPU speed and bf16
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_NODELIST", "SLURM_NNODES", "SLURM_NTASKS",
                    "SLURM_NTASKS_PER_NODE", "SLURM_CPUS_PER_TASK", "SLURM_GPUS_PER_NODE", "SLURM_GPUS_ON_NODE",
                    "SLURM_PROCID", "SLURM_LOCALID", "CUDA_VISIBLE_DEVICES")
-
-
-def cpu_features(cpuinfo: str | None = None) -> list[str]:
-    """The CPU flags of :data:`CPU_FLAGS` this machine has (``cpuinfo`` is a seam for tests)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    flags = set(cpuinfo.split())
-    return [flag for flag in CPU_FLAGS if flag in flags]
 
 
 def gpus(tf: Any) -> list[dict[str, Any]]:
@@ -59,18 +46,14 @@ def rank_report(world: distributed.World) -> dict[str, Any]:
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
-    from .train import choose_precision
-
     visible = gpus(tf)
-    capability = tf.config.experimental.get_device_details(tf.config.get_visible_devices("GPU")[0]).get(
-        "compute_capability") if visible else None
     build = tf.sysconfig.get_build_info()
     _, keras_version = stack.keras_of(tf)
     return {
         "rank": world.rank, "local_rank": world.local_rank, "host": socket.gethostname(),
         "versions": stack.versions(), "keras2": keras_version.startswith("2."),
         stack.LEGACY_KERAS: os.environ.get(stack.LEGACY_KERAS),
-        "cpu": {"model": platform.processor() or platform.machine(), "features": cpu_features(),
+        "cpu": {"model": platform.processor() or platform.machine(), "features": precision.cpu_features(),
                 "cpus_of_this_rank": distributed.cpus_per_rank(world.local_size),
                 "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()},
         "gpus": visible,
@@ -78,7 +61,7 @@ def rank_report(world: distributed.World) -> dict[str, Any]:
                              "is_cuda_build": bool(build.get("is_cuda_build"))},
         "horovod_built": horovod_build(),
         "horovod_controller": "mpi" if hvd.mpi_enabled() else "gloo" if hvd.gloo_enabled() else "none",
-        "precision_auto": choose_precision("auto", tuple(capability) if capability else None),
+        "precision_auto": precision.choose_precision("auto", precision.gpu_compute_capability(tf)),
         "slurm": {name: os.environ[name] for name in SLURM_VARIABLES if name in os.environ},
     }
 

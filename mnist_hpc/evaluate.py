@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoint, data, distributed
+from . import checkpoint, data, distributed, models
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def main(model_path, data_dir: str | None = None) -> int:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise checkpoint.CheckpointError(f"{model_path}: not a loadable Keras model ({type(err).__name__}: "
                                          f"{first_line})") from None
-    layout = "flat" if len(model.input_shape) == 2 else "image"
+    layout = models.layout_of(model)
     scores, _ = aggregated(model, data.load(data_dir, layout=layout).test, world, "evaluate_test")
     if world.is_root:
         print(f"{model_path}: test accuracy {scores.accuracy:.4f} ({scores.correct}/{scores.count}), "

@@ -128,6 +128,13 @@ class JobSpec:
         """A copy with some resources changed (``None`` values are ignored)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
+    def sbatch_preview(self, setup: Sequence[str] = ()) -> str:
+        """The job as submitit submits it: its #SBATCH options, set-up lines, and the step each rank
+        runs (submitit's own runner then calls ``mnist-hpc`` with these arguments; it also adds
+        its output and requeue lines)."""
+        return "\n".join([*(f"#SBATCH --{key}={value}" for key, value in self.sbatch_options().items()),
+                          *setup, f"{shlex.join(self.srun_command())}  # via submitit's task runner"])
+
     def submitit_parameters(self, setup: Sequence[str] = ()) -> dict[str, object]:
         """The same resources for ``submitit.AutoExecutor.update_parameters``."""
         parameters: dict[str, object] = {

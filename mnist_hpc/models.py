@@ -1,30 +1,117 @@
-"""The two classic TensorFlow MNIST networks, as Keras 2 (``tf.keras``) models returning logits."""
+"""The model registry: one entry per model, and every fact about that model lives in its entry.
+
+An entry holds the builder (a Keras 2 ``tf.keras`` model returning logits), the input layout the
+data is read in, the precisions it may train in, the Horovod cycle time for its CPU ranks, its
+training cost in FLOPs per image, the smoke run's budget and its recipes. Adding a model is one
+builder and one :func:`register` call (tests/unit/test_models.py adds a tiny third one).
+
+No TensorFlow at import time: the command line asks the registry for choices before TensorFlow's
+seconds of import (builders import it when called).
+"""
 
 from __future__ import annotations
 
-import tensorflow as tf
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from .config import INITS, MODELS
+from .distributed import DEFAULT_CPU_CYCLE_TIME_MS
 
-INPUT_SHAPES: dict[str, tuple[int, ...]] = {"simple": (784,), "cnn": (28, 28, 1)}
+INITS = ("tutorial", "he")  # CNN weight initialisations (see cnn())
+INPUT_SHAPES = {"flat": (784,), "image": (28, 28, 1)}  # per input layout, as data.load(layout=...) gives it
 
 
-def simple() -> tf.keras.Model:
+@dataclass(frozen=True)
+class Recipe:
+    """Optimiser, batch and budget. ``lr`` is per rank-batch; ``steps`` counts at world size 1."""
+
+    optimizer: str  # "sgd" | "adam"
+    lr: float
+    batch_size: int  # per rank
+    epochs: int | None = None
+    steps: int | None = None  # reference budget at world size 1, divided among ranks
+    schedule: str = "constant"  # "constant" | "cosine" (to 0 at the end)
+    warmup_epochs: float = 1.0  # linear warm-up to the world-size-scaled rate (only with > 1 rank)
+    augment: int = 0  # shift each training image by up to this many pixels (0: no augmentation)
+    init: str = "tutorial"  # weight initialisation, one of INITS (models that have one choice ignore it)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[..., Any]  # build(dtype_policy, seed, init) -> tf.keras.Model returning logits
+    layout: str  # "flat" (784,) or "image" (28, 28, 1): how data.load reads the images
+    recipes: dict[str, Recipe]  # at least "default"; "seed" is the TensorFlow tutorial as published
+    precisions: tuple[str, ...] = ("fp32",)  # what --precision may choose (auto picks among these)
+    cpu_cycle_time_ms: float = DEFAULT_CPU_CYCLE_TIME_MS  # Horovod's cycle on CPU ranks
+    mflop_per_image: float = 0.0  # forward + backward per training image (a multiply-add is 2 FLOP)
+    smoke_budget: tuple[str, ...] = ("--epochs", "1")  # train options of `launchers/local.py smoke`
+    parameters: int = 0  # trainable parameters (the scaling model's all-reduce payload)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return INPUT_SHAPES[self.layout]
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add (or replace) a model; its name becomes a ``--model`` choice everywhere."""
+    if spec.layout not in INPUT_SHAPES:
+        raise ValueError(f"model {spec.name}: layout {spec.layout!r} is not one of {', '.join(INPUT_SHAPES)}")
+    if "default" not in spec.recipes:
+        raise ValueError(f"model {spec.name}: a 'default' recipe is required")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(REGISTRY)}") from None
+
+
+def layout_of(model) -> str:
+    """The input layout of a saved model: its registry entry's, else the layout of its input shape."""
+    if model.name in REGISTRY:
+        return REGISTRY[model.name].layout
+    shape = tuple(model.input_shape[1:])
+    for layout, layout_shape in INPUT_SHAPES.items():
+        if shape == layout_shape:
+            return layout
+    raise ValueError(f"model {model.name}: input shape {shape} is none of {', '.join(map(str, INPUT_SHAPES.values()))}")
+
+
+def build(name: str, dtype: str = "float32", seed: int | None = None, init: str = "tutorial"):
+    """The model ``name`` as a Keras model; ``dtype`` is a Keras dtype policy."""
+    return spec(name).build(dtype, seed, init)
+
+
+# ------------------------------------------------------------------ the two classic networks
+def simple(dtype: str = "float32", seed: int | None = None, init: str = "tutorial"):
     """Softmax regression 784 -> 10, zero-initialised (7,850 parameters), always float32."""
-    inputs = tf.keras.Input(INPUT_SHAPES["simple"], name="pixels")
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(INPUT_SHAPES["flat"], name="pixels")
     logits = tf.keras.layers.Dense(10, kernel_initializer="zeros", bias_initializer="zeros",
                                    dtype="float32", name="logits")(inputs)
     return tf.keras.Model(inputs, logits, name="simple")
 
 
-def cnn(dtype: str | tf.keras.mixed_precision.Policy = "float32", seed: int | None = None,
-        dropout: float = 0.5, init: str = "tutorial") -> tf.keras.Model:
+def cnn(dtype: str = "float32", seed: int | None = None, init: str = "tutorial", dropout: float = 0.5):
     """Deep MNIST: conv5x5/32, pool, conv5x5/64, pool, fc1024, dropout, fc10 (3,274,634 parameters).
 
     ``init="tutorial"``: weights truncated-normal(stddev 0.1), biases 0.1, as in the TensorFlow
     tutorial; ``"he"``: He-normal weights scaled to each layer's fan-in, biases 0 (trains faster).
     ``dtype`` may be a mixed-precision policy; the logits layer always computes in float32.
     """
+    import tensorflow as tf
+
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}: choose one of {', '.join(INITS)}")
 
@@ -36,7 +123,7 @@ def cnn(dtype: str | tf.keras.mixed_precision.Policy = "float32", seed: int | No
 
     bias = tf.keras.initializers.Constant(0.1 if init == "tutorial" else 0.0)
     layers = tf.keras.layers
-    inputs = tf.keras.Input(INPUT_SHAPES["cnn"], name="image")
+    inputs = tf.keras.Input(INPUT_SHAPES["image"], name="image")
     x = layers.Conv2D(32, 5, padding="same", activation="relu", kernel_initializer=weights(1),
                       bias_initializer=bias, dtype=dtype, name="conv1")(inputs)
     x = layers.MaxPool2D(2, dtype=dtype, name="pool1")(x)
@@ -52,10 +139,20 @@ def cnn(dtype: str | tf.keras.mixed_precision.Policy = "float32", seed: int | No
     return tf.keras.Model(inputs, logits, name="cnn")
 
 
-def build(name: str, dtype: str = "float32", seed: int | None = None, init: str = "tutorial") -> tf.keras.Model:
-    """Build ``simple`` or ``cnn``; ``dtype`` (a Keras dtype policy) and ``init`` apply to the CNN."""
-    if name == "simple":
-        return simple()
-    if name == "cnn":
-        return cnn(dtype, seed=seed, init=init)
-    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+register(ModelSpec(
+    "simple", simple, layout="flat", precisions=("fp32",),
+    cpu_cycle_time_ms=0.2,  # its steps take well under 1 ms (benchmarks/RESULTS.md)
+    mflop_per_image=0.047, smoke_budget=("--epochs", "3"), parameters=7_850,
+    recipes={
+        "seed": Recipe("sgd", 0.5, 100, steps=1_000),  # the TensorFlow tutorial, as published
+        "default": Recipe("sgd", 1.0, 256, epochs=30, schedule="cosine"),  # tuned for time to accuracy
+    }))
+register(ModelSpec(
+    "cnn", cnn, layout="image", precisions=("fp32", "bf16", "fp16"),
+    cpu_cycle_time_ms=DEFAULT_CPU_CYCLE_TIME_MS,
+    mflop_per_image=82.0, smoke_budget=("--steps", "600"), parameters=3_274_634,
+    recipes={
+        "seed": Recipe("adam", 1e-4, 50, steps=20_000),
+        "default": Recipe("adam", 1e-3, 128, epochs=15, schedule="cosine", warmup_epochs=0.25, augment=2,
+                          init="he"),
+    }))

@@ -76,9 +76,11 @@ def claim(run_dir: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary file next to ``path`` for the caller to write. When the block ends, the file is
-    fsynced, made private (0640) and renamed to ``path``, and the folder fsynced: readers never
+def atomic_path(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[Path]:
+    """The toolkit's one way to write a file (checkpoints, metrics, models, reports, downloads).
+
+    A temporary file next to ``path`` for the caller to write. When the block ends, the file is
+    fsynced, given ``mode`` (private 0640 by default) and renamed to ``path``, and the folder fsynced: readers never
     see half a file. On any error (a full disk, an exception) the temporary file is removed,
     ``path`` keeps what it had, and an OSError names ``path``, not the temporary file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
@@ -87,7 +89,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
-        os.chmod(tmp, PRIVATE_FILE_MODE)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:
@@ -105,6 +107,11 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """``path`` holds ``payload`` as JSON (strict: no NaN), written atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def save_model_atomic(model: Any, path: Path) -> None:

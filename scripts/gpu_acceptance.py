@@ -91,7 +91,7 @@ class Acceptance:
         self.tta_epochs = tta_epochs
         self.data = ["--data-dir", data_dir] if data_dir else []
         self.gpus = 0
-        # Test seam (tests/test_gpu_acceptance.py, never a command-line option): run the GPU steps on
+        # Test seam (tests/integration/test_gpu_acceptance.py, never a command-line option): run the GPU steps on
         # this many CPU ranks so that their logic is tested before a GPU allocation is spent on it.
         # The report then says so in its summary and in every step.
         self.cpu_stand_in = cpu_stand_in

@@ -3,6 +3,7 @@ them the suite fails loudly instead of skipping what it was meant to test."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -97,7 +98,7 @@ def rank_pids(match: dict[str, str], marker: str = "python") -> list[int]:
 
 
 # ------------------------------------------------------------------ CI cannot quietly test less
-MINIMUM_TESTS = 262  # the whole suite collects at least this many; fewer means something was dropped
+MINIMUM_TESTS = 274  # the whole suite collects at least this many; fewer means something was dropped
 
 
 def _whole_suite(config) -> bool:
@@ -121,3 +122,59 @@ def pytest_sessionfinish(session, exitstatus):
         reporter.ensure_newline()
         reporter.write_line(f"error: {len(skipped)} test(s) skipped; the suite runs everything or fails", red=True)
         session.exitstatus = 1
+
+
+# ------------------------------------------------------------------ shared by the lanes
+NOISE = ("WARNING: All log messages before absl::InitializeLog", "I0000 ", "W0000 ", "E0000 ")  # TensorFlow's C++ log
+
+
+
+def our_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's own C++ log lines (which TF_CPP_MIN_LOG_LEVEL no longer silences)."""
+    return [line for line in stderr.strip().splitlines() if line and not line.startswith(NOISE)]
+
+
+
+def damage_data(folder: Path, how: str) -> Path:
+    """Truncate, or flip one byte of, the training images (the gzip stays valid: only the SHA-256 can tell)."""
+    path = folder / "train-images-idx3-ubyte.gz"
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:100_000])
+    else:
+        content = bytearray(gzip.decompress(path.read_bytes()))
+        content[5000] ^= 0xFF
+        path.write_bytes(gzip.compress(bytes(content)))
+    return path
+
+
+
+def cli(*args, timeout=60) -> subprocess.CompletedProcess:
+    """``python -m mnist_hpc ARGS`` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "mnist_hpc", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1; yields (root folder, base URL)."""
+    import http.server
+    import threading
+    from functools import partial
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

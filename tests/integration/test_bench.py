@@ -1,4 +1,4 @@
-"""Benchmarks: measured throughput, baseline ratio, time-to-accuracy, sweep reports (local and SLURM)."""
+"""Benchmarks with real ranks: measured throughput, baseline ratio, time-to-accuracy, sweeps, the timed graph."""
 
 import json
 import subprocess
@@ -65,22 +65,6 @@ def test_time_to_accuracy_stops_at_the_target(tmp_path, mnist_dir):
     assert 0 < reached["training_seconds"] <= reached["wall_seconds"]
 
 
-def test_scaling_model_behaves():
-    from mnist_hpc import bench
-
-    bandwidth, latency = bench.INTERCONNECTS["100 Gb/s InfiniBand"]
-    assert bench.projected_efficiency(1, 128, 10e12, bandwidth, latency) == 1.0
-    effs = [bench.projected_efficiency(n, 128, 10e12, bandwidth, latency) for n in (2, 4, 8, 64)]
-    assert effs == sorted(effs, reverse=True) and 0 < effs[-1] < effs[0] < 1
-    # a bigger batch per worker, fp16 compression or a faster network all help
-    assert bench.projected_efficiency(8, 512, 10e12, bandwidth, latency) > effs[2]
-    assert bench.projected_efficiency(8, 128, 10e12, bandwidth, latency, bytes_per_parameter=2) > effs[2]
-    assert bench.projected_efficiency(8, 128, 10e12, *bench.INTERCONNECTS["200 Gb/s InfiniBand"]) > effs[2]
-    # ring all-reduce moves 2(N-1)/N of the payload: 13.1 MB at 12.5 GB/s, N -> large: ~2.1 ms
-    assert bench.ring_allreduce_seconds(64, 13_098_536, 12.5e9, 0) == pytest.approx(2 * 63 / 64 * 13_098_536 / 12.5e9)
-    assert "| 25 Gb/s Ethernet |" in bench.scaling_table(128, 10e12)
-
-
 def test_throughput_under_two_ranks_with_a_horovod_timeline(tmp_path):
     out, timeline = tmp_path / "np2.json", tmp_path / "timeline.json"
     launch(2, "bench", "throughput", *QUICK, "--timeline", str(timeline), "--out", str(out))
@@ -96,3 +80,53 @@ def test_measured_allreduce(tmp_path):
     result = json.loads(out.read_text())
     assert result["world_size"] == 2 and result["payload_bytes"] == 3_274_634 * 4
     assert result["seconds"] > 0 and result["bus_bandwidth_bytes_per_second"] > 0
+
+
+SAME_GRAPH = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+import mnist_hpc
+from mnist_hpc import bench, config, data, distributed, train
+
+world = distributed.init()
+bench_config = bench.BenchConfig(model="cnn", batch_size=32, precision="fp16", warmup_steps=2, windows=1,
+                                 window_steps=3, data_dir=sys.argv[1])
+timed, timed_input = bench.model_and_input(bench_config, world)
+train_config = config.TrainConfig(model="cnn", batch_size=32, precision="fp16", seed=0, data_dir=sys.argv[1])
+split = data.load(sys.argv[1], layout="image").train
+trained, trained_input = train.model_and_input(train_config, train.schedule_for(train_config, len(split), world),
+                                               world, split)
+
+def chain(optimizer):
+    names = []
+    while optimizer is not None:
+        names.append(f"{type(optimizer).__module__}.{type(optimizer).__name__}")
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return names
+
+def settings(model):
+    optimizer = model.optimizer
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    conf = {k: v for k, v in inner.get_config().items() if k != "learning_rate"}
+    return {"model": json.loads(model.to_json()), "optimizers": chain(optimizer), "optimizer": conf,
+            "loss": model.loss.get_config(), "spec": str(trained_input.element_spec)}
+
+(x, y, w), = trained_input.take(1)
+(bx, by, bw), = timed_input.take(1)
+print(json.dumps({"train": settings(trained), "bench": settings(timed), "same_first_batch":
+                  bool(np.array_equal(x, bx) and np.array_equal(y, by) and np.array_equal(w, bw))}))
+"""
+
+
+def test_the_benchmark_times_the_graph_training_runs(mnist_dir):
+    """bench throughput and train build the model, optimizer (Horovod wrapper, fp16 loss scaling) and
+    input pipeline with the same functions: equal graphs, equal optimizer chain, equal data."""
+    result = subprocess.run([sys.executable, "-c", SAME_GRAPH, str(mnist_dir)], capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["bench"] == found["train"]
+    outer, horovod = found["train"]["optimizers"][:2]
+    assert ".LossScaleOptimizer" in outer and horovod.startswith("horovod."), found["train"]["optimizers"]
+    assert found["same_first_batch"]  # the same shard, order and shift augmentation

@@ -1,4 +1,4 @@
-"""Templates and launchers on the real local SLURM cluster (tests/slurm/cluster.sh)."""
+"""jobspec.py's sbatch templates on the real local SLURM cluster (tests/slurm/cluster.sh)."""
 
 from __future__ import annotations
 
@@ -12,56 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, metrics_of, rank_pids, readline_within
-from test_reliability import damage_data
+from conftest import REPO, damage_data, metrics_of, rank_pids
+from slurm.helpers import FINAL_STATES, job_state, newest_epoch, sbatch, submit, wait_for
 from mnist_hpc import checkpoint, jobspec
 
 pytestmark = pytest.mark.slurm
-CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                "DEADLINE", "PREEMPTED"}
-
-
-@pytest.fixture(scope="session")
-def slurm_env(tmp_path_factory, mnist_dir):
-    """Start the cluster (fails loudly when it cannot), yield the client environment, stop it."""
-    started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
-    assert started.returncode == 0, f"SLURM cluster did not start:\n{started.stdout}\n{started.stderr}"
-    exports = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True, check=True).stdout
-    env = dict(__import__("os").environ)
-    for assignment in shlex.split(exports.removeprefix("export ")):
-        key, _, value = assignment.partition("=")
-        env[key] = value.replace("$PATH", env["PATH"])
-    env.update(jobspec.launch_environment({}), MNIST_HPC_DATA=str(mnist_dir),
-               MNIST_HPC_SETUP=f"source {shlex.quote(str(Path(sys.executable).parent / 'activate'))}")
-    yield env
-    subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
-
-
-def job_state(job_id: str, env) -> str:
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, env=env).stdout
-    for field in out.split():
-        if field.startswith("JobState="):
-            return field.removeprefix("JobState=")
-    sacct = subprocess.run(["sacct", "-j", job_id, "-n", "-P", "-o", "State"], capture_output=True, text=True, env=env)
-    return sacct.stdout.split()[0] if sacct.stdout.split() else "UNKNOWN"
-
-
-def wait_for(job_id: str, env, timeout: float = 600) -> str:
-    deadline = time.monotonic() + timeout
-    while (state := job_state(job_id, env)) not in FINAL_STATES:
-        assert time.monotonic() < deadline, f"job {job_id} still {state} after {timeout} s"
-        time.sleep(1)
-    return state
-
-
-def sbatch(script: Path, env, cwd: Path, *options: str, **extra_env) -> str:
-    result = subprocess.run(["sbatch", "--parsable", *options, str(script)], capture_output=True, text=True,
-                            env={**env, **extra_env}, cwd=cwd, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().split(";")[0]
-
-
 def test_committed_templates_are_the_rendered_ones():
     for name in jobspec.TEMPLATES:
         assert (REPO / "slurm" / f"{name}.sbatch").read_text() == jobspec.render_sbatch(name), \
@@ -102,11 +57,6 @@ def test_signal_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
     metrics = metrics_of(run_dir)
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
     assert metrics["status"] == "completed"
-
-
-def newest_epoch(ckpt_dir: Path) -> int:
-    names = checkpoint.candidates(ckpt_dir)  # by file name: the file itself may be pruned while we look
-    return int(checkpoint.PATTERN.match(names[0].name).group(1)) if names else 0
 
 
 def test_a_real_time_limit_signal_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
@@ -156,106 +106,6 @@ def test_bad_input_fails_before_srun_with_one_line(fault, slurm_env, tmp_path, m
     assert len(errors) == 1 and expect in errors[0], log
     assert "mnist-hpc exited with status" not in log  # the line the script prints after srun
     assert not (tmp_path / "runs" / f"mnist-simple-{job}").exists()
-
-
-def submit(*args: str, env, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "launchers" / "submit.py"), *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=timeout)
-
-
-def test_submitit_launcher_trains_on_two_nodes(slurm_env, tmp_path):
-    result = submit("--nodes", "2", "--ntasks-per-node", "1", "--time", "20", "--folder", str(tmp_path / "logs"),
-                    "--wait", "--", "--model", "simple", "--epochs", "2", "--out", str(tmp_path / "run"),
-                    env=slurm_env, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    printed = json.loads(result.stdout[result.stdout.index("{"):])
-    assert printed["world_size"] == 2 and sorted(printed["hosts"]) == ["node1", "node2"]
-    assert printed["test_accuracy"] >= 0.91 and printed["slurm_job_id"]
-
-
-def test_submitit_reports_a_crashed_rank(slurm_env, tmp_path):
-    """Rank 1 is SIGKILLed mid-training: the job is reported failed with its log path, within bounds."""
-    launcher = subprocess.Popen(
-        [sys.executable, str(REPO / "launchers" / "submit.py"), "--nodes", "2", "--time", "10",
-         "--folder", str(tmp_path / "logs"), "--wait", "--wait-timeout", "300", "--", "--model", "simple",
-         "--epochs", "20", "--batch-size", "16", "--out", str(tmp_path / "run")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_env, cwd=tmp_path)
-    first_line = readline_within(launcher.stdout, 120)
-    job = first_line.split()[2].rstrip(";")
-    deadline = time.monotonic() + 300
-    victims: list[int] = []
-    while not (victims and (tmp_path / "run" / "tensorboard").exists()):  # rank 1 is up and fit has begun
-        assert time.monotonic() < deadline and launcher.poll() is None, first_line
-        time.sleep(0.2)
-        victims = rank_pids({"SLURM_JOB_ID": job, "SLURM_PROCID": "1"}, marker=str(tmp_path))
-    time.sleep(2)  # mid-epoch (20 epochs of batch 16 take minutes)
-    killed_at = time.monotonic()
-    for pid in victims:
-        __import__("os").kill(pid, 9)
-    out, err = launcher.communicate(timeout=300)
-    assert launcher.returncode == 1, out + err
-    assert time.monotonic() - killed_at < 120
-    assert f"job {job} failed" in err and "logs:" in err and str(tmp_path / "logs") in err
-    assert wait_for(job, slurm_env, timeout=60) == "FAILED"
-    assert not (tmp_path / "run" / "metrics.json").exists()
-
-
-def test_submitit_preemption_requeues_and_resumes(slurm_env, tmp_path):
-    """Preemption as submitit sees it: USR2 to every task. submitit's Checkpointable requeues the job, and
-    the requeued run resumes from the newest epoch checkpoint; --wait still returns the final metrics."""
-    run_dir = tmp_path / "run"
-    launcher = subprocess.Popen(
-        [sys.executable, str(REPO / "launchers" / "submit.py"), "--nodes", "2", "--time", "10",
-         "--folder", str(tmp_path / "logs"), "--wait", "--wait-timeout", "600", "--", "--model", "simple",
-         "--epochs", "4", "--batch-size", "16", "--out", str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_env, cwd=tmp_path)
-    try:
-        first_line = readline_within(launcher.stdout, 120)
-        job = first_line.split()[2].rstrip(";")
-        deadline = time.monotonic() + 300
-        while not (run_dir / "checkpoints" / "ckpt-00001.npz").exists():
-            assert time.monotonic() < deadline and launcher.poll() is None, first_line
-            time.sleep(0.2)
-        subprocess.run(["scancel", "--signal=USR2", job], check=True, env=slurm_env)
-        out, err = launcher.communicate(timeout=600)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode == 0, out + err
-    printed = json.loads(out[out.index("{"):])  # after the "submitted job" line read above
-    assert printed["status"] == "completed" and printed["epochs_completed"] == 4
-    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*_0_log.*"))
-    # (submitit calls any USR2 within 10 minutes of a short job's limit "timed-out"; the path is the same)
-    assert "Caught signal SIGUSR2" in logs and "DUE TO JOB REQUEUE" in logs and "resumed from" in logs, logs[-3000:]
-    assert [h["epoch"] for h in metrics_of(run_dir)["history"]] == [1, 2, 3, 4]
-
-
-def test_submitit_refuses_missing_data_before_submitting(slurm_env, tmp_path):
-    result = submit("--nodes", "2", "--", "--model", "simple", "--data-dir", str(tmp_path / "nothing"),
-                    env=slurm_env, cwd=tmp_path, timeout=60)
-    assert result.returncode == 2 and "mnist-hpc data fetch" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-
-
-def test_submitit_refuses_corrupted_data_before_submitting(slurm_env, tmp_path, mnist_copy):
-    damaged = damage_data(mnist_copy, "truncated")
-    result = submit("--job-name", "must-not-run", "--nodes", "2", "--", "--model", "simple", "--data-dir",
-                    str(mnist_copy), env=slurm_env, cwd=tmp_path, timeout=60)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and str(damaged) in lines[0], result.stderr
-    queue = subprocess.run(["squeue", "-h", "-n", "must-not-run"], capture_output=True, text=True, env=slurm_env)
-    assert queue.returncode == 0 and queue.stdout.strip() == ""
-
-
-def test_submitit_rejects_bad_resources_before_submitting(slurm_env, tmp_path):
-    for option, value, fragment in (("--time", "1:99", "--time"), ("--nodes", "0", "--nodes"),
-                                    ("--partition", "a;b", "--partition")):
-        result = submit("--job-name", "must-not-run", option, value, "--", "--model", "simple", env=slurm_env,
-                        cwd=tmp_path, timeout=60)
-        assert result.returncode == 2 and fragment in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    queue = subprocess.run(["squeue", "-h", "-n", "must-not-run"], capture_output=True, text=True, env=slurm_env)
-    assert queue.returncode == 0 and queue.stdout.strip() == ""
 
 
 def test_a_dead_rank_fails_the_sbatch_job_fast_and_a_resubmission_resumes(slurm_env, tmp_path):
@@ -312,17 +162,6 @@ def test_scaling_sweep_script_and_its_report_job(slurm_env, tmp_path):
     assert [r["workers"] for r in rows] == [1, 2]
     assert sorted(json.loads((sweep_dir / "np2.json").read_text())["hosts"]) == ["node1", "node2"]
     assert (sweep_dir / "throughput.png").is_file() and (sweep_dir / "report.md").is_file()
-
-
-def test_submitit_scaling_sweep(slurm_env, tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "launchers" / "scaling.py"), "--node-counts", "1", "2",
-                             "--time", "10", "--out", str(tmp_path / "sweep"), "--", "--model", "simple", "--synthetic",
-                             "--warmup-steps", "2", "--windows", "3", "--window-steps", "5"],
-                            capture_output=True, text=True, env=slurm_env, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "[2/2] 2 node(s)" in result.stdout and "| workers |" in result.stdout
-    rows = json.loads((tmp_path / "sweep" / "report.json").read_text())
-    assert [r["workers"] for r in rows] == [1, 2]
 
 
 def test_readme_gpu_examples_render_as_documented(slurm_env, tmp_path):

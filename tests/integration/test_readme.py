@@ -24,15 +24,15 @@ COMMANDS: dict[str, tuple] = {
     "make test": ("not run", "this suite itself (.ci/run)"),
     "make setup GPU=1": ("not run", "6 GB of CUDA wheels: `make gpu-build-check` runs it (tests/gpu_build_check.py)"),
     "make gpu-build-check": ("not run", "downloads gigabytes; run before resolving GPU work and when a stack changes"),
-    "make gpu-acceptance GPU=1": ("test", "test_gpu_acceptance.py::test_on_a_cpu_machine_every_gpu_step_is_skipped"),
+    "make gpu-acceptance GPU=1": ("test", "integration/test_gpu_acceptance.py::test_on_a_cpu_machine_every_gpu_step_is_skipped"),
     "bash scripts/gpu_acceptance.sh --out runs/acceptance":
-        ("test", "test_gpu_acceptance.py::test_on_a_cpu_machine_every_gpu_step_is_skipped"),
+        ("test", "integration/test_gpu_acceptance.py::test_on_a_cpu_machine_every_gpu_step_is_skipped"),
     ".venv/bin/mnist-hpc doctor": ("here", []),
     ".venv/bin/python launchers/local.py --np 2 doctor --json":
-        ("test", "test_doctor.py::test_doctor_reports_every_rank_under_mpirun"),
-    "srun --mpi=pmix python -m mnist_hpc doctor": ("test", "test_slurm.py::test_doctor_under_srun_reports_both_nodes"),
+        ("test", "integration/test_doctor.py::test_doctor_reports_every_rank_under_mpirun"),
+    "srun --mpi=pmix python -m mnist_hpc doctor": ("test", "slurm/test_jobspec.py::test_doctor_under_srun_reports_both_nodes"),
     ".venv/bin/mnist-hpc data fetch --dir /scratch/$USER/mnist":
-        ("test", "test_data.py::test_fetch_falls_back_over_404_and_corrupted_mirrors"),
+        ("test", "integration/test_data.py::test_fetch_falls_back_over_404_and_corrupted_mirrors"),
     ".venv/bin/mnist-hpc data verify --dir /scratch/$USER/mnist": ("here", []),
     "mnist-hpc train --model {simple,cnn} [--recipe {default,seed}] [--epochs N | --steps N]":
         ("not run", "a usage synopsis, not a command"),
@@ -44,34 +44,34 @@ COMMANDS: dict[str, tuple] = {
         ("test", "conftest.py::cnn_run"),
     ".venv/bin/python launchers/local.py smoke": ("here", []),
     ".venv/bin/horovodrun --gloo -np 2 -H localhost:2 .venv/bin/python -m mnist_hpc train --model simple --epochs 1":
-        ("test", "test_stack.py::test_gloo_and_mpi_runs_end_with_identical_weights_on_both_ranks"),
+        ("test", "integration/test_stack.py::test_gloo_and_mpi_runs_end_with_identical_weights_on_both_ranks"),
     "export MNIST_HPC_DATA=/scratch/$USER/mnist": ("not run", "sets a variable; the SLURM tests set it"),
-    'MNIST_HPC_ARGS="--epochs 2" sbatch slurm/train_simple.sbatch': ("test", "test_slurm.py::test_train_simple_template"),
+    'MNIST_HPC_ARGS="--epochs 2" sbatch slurm/train_simple.sbatch': ("test", "slurm/test_jobspec.py::test_train_simple_template"),
     'MNIST_HPC_ARGS="--steps 200" sbatch slurm/train_cnn.sbatch':
-        ("test", "test_slurm.py::test_train_cnn_template_runs_on_two_nodes"),
+        ("test", "slurm/test_jobspec.py::test_train_cnn_template_runs_on_two_nodes"),
     'MNIST_HPC_ARGS="--epochs 3" sbatch --nodes=2 slurm/train_simple.sbatch':
-        ("test", "test_slurm.py::test_a_dead_rank_fails_the_sbatch_job_fast_and_a_resubmission_resumes"),
-    "scancel --batch --signal=USR1 <jobid>": ("test", "test_slurm.py::test_signal_checkpoints_requeues_and_resumes"),
+        ("test", "slurm/test_jobspec.py::test_a_dead_rank_fails_the_sbatch_job_fast_and_a_resubmission_resumes"),
+    "scancel --batch --signal=USR1 <jobid>": ("test", "slurm/test_jobspec.py::test_signal_checkpoints_requeues_and_resumes"),
     ".venv/bin/python launchers/submit.py --nodes 2 --ntasks-per-node 1 --time 20 --wait -- --model simple --epochs 2":
-        ("test", "test_slurm.py::test_submitit_launcher_trains_on_two_nodes"),
+        ("test", "slurm/test_submit.py::test_submitit_launcher_trains_on_two_nodes"),
     '.venv/bin/python launchers/submit.py --dry-run --nodes 4 --ntasks-per-node 4 --gpus-per-node 4 --partition gpu '
     '--account myproject --setup "module load openmpi" -- --model cnn':
-        ("test", "test_slurm.py::test_readme_gpu_examples_render_as_documented"),
+        ("test", "slurm/test_jobspec.py::test_readme_gpu_examples_render_as_documented"),
     "mnist-hpc bench throughput --model cnn --batch-size 128 [--synthetic] [--precision bf16] [--out r.json]":
         ("here", ["--synthetic", "--windows", "1", "--window-steps", "5", "--warmup-steps", "2"]),
     "mnist-hpc bench throughput --model cnn --compare-plain":
-        ("test", "test_bench.py::test_horovod_and_plain_keras_measured_in_one_run"),
+        ("test", "integration/test_bench.py::test_horovod_and_plain_keras_measured_in_one_run"),
     "mnist-hpc bench peak": ("here", []),
-    "mnist-hpc bench allreduce": ("test", "test_bench.py::test_measured_allreduce"),
+    "mnist-hpc bench allreduce": ("test", "integration/test_bench.py::test_measured_allreduce"),
     "mnist-hpc train --model cnn --epochs 4 --augment 1 --target-accuracy 0.9925":
-        ("test", "test_bench.py::test_time_to_accuracy_stops_at_the_target"),
-    "python launchers/local.py --np 2 sweep -- --model cnn": ("test", "test_bench.py::test_local_strong_scaling_sweep_compares_with_plain_keras"),
+        ("test", "integration/test_bench.py::test_time_to_accuracy_stops_at_the_target"),
+    "python launchers/local.py --np 2 sweep -- --model cnn": ("test", "integration/test_bench.py::test_local_strong_scaling_sweep_compares_with_plain_keras"),
     "python launchers/local.py --np 2 --global-batch 256 sweep -- --model cnn":
-        ("test", "test_bench.py::test_local_strong_scaling_sweep_compares_with_plain_keras"),
+        ("test", "integration/test_bench.py::test_local_strong_scaling_sweep_compares_with_plain_keras"),
     "python benchmarks/plain_keras.py --model cnn --precision bf16": ("here", ["--epochs", "1", "--model", "simple"]),
-    "slurm/scaling_sweep.sh 1 2 4 8": ("test", "test_slurm.py::test_scaling_sweep_script_and_its_report_job"),
+    "slurm/scaling_sweep.sh 1 2 4 8": ("test", "slurm/test_jobspec.py::test_scaling_sweep_script_and_its_report_job"),
     "python launchers/scaling.py --node-counts 1 2 4 -- --model cnn --synthetic":
-        ("test", "test_slurm.py::test_submitit_scaling_sweep"),
+        ("test", "slurm/test_submit.py::test_submitit_scaling_sweep"),
 }
 
 

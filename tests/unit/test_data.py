@@ -1,11 +1,10 @@
+"""data.py: reading, verifying, splitting and sharding the real MNIST files."""
+
 import gzip
 import hashlib
-import http.server
 import shutil
 import subprocess
 import sys
-import threading
-from functools import partial
 
 import numpy as np
 import pytest
@@ -117,42 +116,6 @@ def test_cli_verify_good_and_flipped(mnist_dir, mnist_copy):
 
 
 # ------------------------------------------------------------------ downloader, against a real HTTP server
-@pytest.fixture
-def http_root(tmp_path):
-    """Serves tmp_path/www on 127.0.0.1; yields (root folder, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_fetch_falls_back_over_404_and_corrupted_mirrors(http_root, mnist_dir, tmp_path):
-    root, base = http_root
-    (root / "empty").mkdir()  # every file 404s here
-    corrupted, good = root / "corrupted", root / "good"
-    for folder in (corrupted, good):
-        folder.mkdir()
-        for f in mnist_dir.glob("*.gz"):
-            shutil.copy(f, folder / f.name)
-    _flip_byte_in_gz(corrupted / "train-images-idx3-ubyte.gz")
-    corrupted_labels = corrupted / "t10k-labels-idx1-ubyte.gz"
-    corrupted_labels.write_bytes(corrupted_labels.read_bytes()[:-50])  # truncated
-    target = tmp_path / "fetched"
-    logged = []
-    data.fetch(target, mirrors=[f"{base}/empty/", f"{base}/corrupted/", f"{base}/good/"], log=logged.append)
-    assert sorted(p.name for p in target.iterdir()) == sorted(f.name for f in mnist_dir.glob("*.gz"))
-    for f in target.iterdir():  # the corrupted mirror's files were rejected, the good ones kept
-        assert hashlib.sha256(f.read_bytes()).digest() == hashlib.sha256((mnist_dir / f.name).read_bytes()).digest()
-    assert any("/good/train-images" in line for line in logged)
-    assert any("/corrupted/train-labels" in line for line in logged)  # untouched files came from there
-
-
 def test_fetch_with_only_bad_mirrors_leaves_nothing_behind(http_root, mnist_dir, tmp_path):
     root, base = http_root
     for f in mnist_dir.glob("*.gz"):

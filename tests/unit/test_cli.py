@@ -9,20 +9,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from conftest import readline_within
+from conftest import assert_one_line_error, cli
 from mnist_hpc import checkpoint
-
-
-def cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "mnist_hpc", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("args,fragments", [
@@ -109,7 +97,7 @@ def test_run_dir_under_a_file(tmp_path, mnist_dir):
 
 def test_resume_from_the_other_models_checkpoint(tmp_path, mnist_dir):
     saved = checkpoint.save(tmp_path / "run" / "checkpoints", {"model": "simple", "epoch": 3, "history": []},
-                            [np.zeros(3, np.float32)], [])
+                            {"logits/bias:0": np.zeros(3, np.float32)}, {})
     before = saved.read_bytes()
     result = cli("train", "--model", "cnn", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"))
     assert_one_line_error(result, "ckpt-00003.npz", "'simple', not 'cnn'")
@@ -125,22 +113,30 @@ def test_every_subcommand_has_help():
         assert result.returncode == 0 and "usage:" in result.stdout
 
 
-def test_a_second_job_on_the_same_run_dir_is_refused(tmp_path, mnist_dir):
-    """The lock is a flock held by a live rank 0; once that process is gone the directory is free."""
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from pathlib import Path; from mnist_hpc import rundir; "
-                               "rundir.claim(Path(sys.argv[1])); print('locked', flush=True); time.sleep(120)",
-                               str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert readline_within(holder.stdout, 60).strip() == "locked"
-        result = cli("train", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"), "--epochs", "1")
-        assert_one_line_error(result, "is in use by pid", str(holder.pid), "choose another --out")
-    finally:
-        holder.kill()  # a crash: the kernel drops the lock
-        holder.wait()
-    result = cli("train", "--model", "simple", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"),
-                 "--epochs", "1", timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "run" / "metrics.json").stat().st_mode & 0o077 == 0o040 & 0o077  # 0640: no access for others
-    for path in (tmp_path / "run").rglob("*"):
-        assert path.stat().st_mode & 0o007 == 0, f"{path} is open to other users"
+def test_every_config_field_comes_from_its_own_option():
+    """cli.config_from_args names each option's field: renaming a TrainConfig field breaks this test
+    (and config_from_args) instead of silently dropping a flag."""
+    from dataclasses import fields
+
+    from mnist_hpc import cli as mnist_cli
+    from mnist_hpc.config import TrainConfig
+
+    given = {"--model": ("model", "cnn"), "--recipe": ("recipe", "seed"), "--steps": ("steps", 5),
+             "--batch-size": ("batch_size", 7), "--lr": ("lr", 0.25), "--out": ("out", "x"),
+             "--resume": ("resume", "never"), "--data-dir": ("data_dir", "d"), "--seed": ("seed", 3),
+             "--precision": ("precision", "bf16"), "--warmup-epochs": ("warmup_epochs", 0.5),
+             "--augment": ("augment", 1), "--init": ("init", "he"), "--keep-checkpoints": ("keep_checkpoints", 9),
+             "--threads": ("intra_op_threads", 4), "--target-accuracy": ("target_accuracy", 0.9)}
+    argv = ["train", *[str(part) for option, (_, value) in given.items() for part in (option, value)],
+            "--no-scale-lr", "--fp16-allreduce", "--fusion-threshold-mb", "8", "--cycle-time-ms", "1.5",
+            "--timeline", "t.json"]
+    config = mnist_cli.config_from_args(mnist_cli.build_parser().parse_args(argv))
+    for option, (field, value) in given.items():
+        assert getattr(config, field) == value, option
+    assert config.scale_lr is False and config.fp16_allreduce is True
+    assert (config.knobs.fusion_threshold_mb, config.knobs.cycle_time_ms, config.knobs.timeline) == (8, 1.5, "t.json")
+    epochs = mnist_cli.config_from_args(mnist_cli.build_parser().parse_args(["train", "--epochs", "4"]))
+    assert epochs.epochs == 4
+    # every field is fed by an option, except inter-op threads (no option: 2 suits every rank)
+    untouched = {f.name for f in fields(TrainConfig) if getattr(config, f.name) == getattr(TrainConfig(), f.name)}
+    assert untouched == {"epochs", "inter_op_threads"}

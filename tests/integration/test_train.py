@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, launch, metrics_of, rank_pids
-from mnist_hpc import checkpoint, stack, train
+from mnist_hpc import checkpoint, precision, stack
 
 
 @pytest.mark.fallback
@@ -37,7 +37,7 @@ def test_two_rank_cnn_short_run_reaches_97_percent(cnn_run):
     assert metrics["world_size"] == 2 and metrics["steps"] == 200  # 400 reference steps shared by 2 ranks
     assert metrics["test_accuracy"] >= 0.97
     # --precision auto: bf16 on a CPU with avx512_bf16/AMX (this project's machines), else fp32
-    assert metrics["precision"] == train.choose_precision("auto", None)
+    assert metrics["precision"] == precision.choose_precision("auto", None)
     assert metrics["recipe_settings"]["init"] == "he" and metrics["recipe_settings"]["augment"] == 2
 
 
@@ -103,9 +103,10 @@ def test_killed_run_resumes_from_last_completed_epoch(tmp_path, mnist_dir):
     launch(2, *args[:args.index("--out")], "--out", str(uninterrupted), "--data-dir", str(mnist_dir))
     resumed = checkpoint.load(run_dir / "checkpoints" / "ckpt-00006.npz")
     straight = checkpoint.load(uninterrupted / "checkpoints" / "ckpt-00006.npz")
-    for a, b in zip(resumed.model_weights + resumed.optimizer_variables,
-                    straight.model_weights + straight.optimizer_variables, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert list(resumed.model_weights) == list(straight.model_weights)  # by name, in the same order
+    assert list(resumed.optimizer_variables) == list(straight.optimizer_variables)
+    for name, value in [*resumed.model_weights.items(), *resumed.optimizer_variables.items()]:
+        np.testing.assert_allclose(value, {**straight.model_weights, **straight.optimizer_variables}[name], atol=1e-6)
     assert metrics_of(run_dir)["steps"] == metrics_of(uninterrupted)["steps"]
 
 
@@ -158,13 +159,13 @@ import sys
 import numpy as np
 import tensorflow as tf
 import mnist_hpc
-from mnist_hpc import config, data, distributed, train
+from mnist_hpc import compiled, config, data, distributed, pipeline
 
 world = distributed.init()
 conf = config.TrainConfig(model="cnn", recipe="seed", data_dir=sys.argv[1], precision="fp16")
 split = data.load(sys.argv[1]).train
-plan = train.shard_plan(len(split), world.size, 16)
-model = train.compile_model(conf, conf.resolved_recipe(), "fp16", world, plan, total_steps=10)
+plan = pipeline.shard_plan(len(split), world.size, 16)
+model = compiled.compile_model(conf, conf.resolved_recipe(), "fp16", world, plan, total_steps=10)
 optimizer = model.optimizer
 assert isinstance(optimizer, tf.keras.mixed_precision.LossScaleOptimizer), type(optimizer)
 print("wrapped", type(optimizer.inner_optimizer).__module__, optimizer.dynamic, float(optimizer.loss_scale))

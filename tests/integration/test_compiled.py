@@ -19,15 +19,15 @@ STEPPER = f"""
 import sys
 import numpy as np
 import mnist_hpc
-from mnist_hpc import config, data, distributed, train
+from mnist_hpc import compiled, config, data, distributed, pipeline, train
 
 data_dir, out, together = sys.argv[1], sys.argv[2], "--together" in sys.argv
 world = distributed.init()
 conf = config.TrainConfig(model="simple", recipe="seed", scale_lr=False, data_dir=data_dir)
 recipe = conf.resolved_recipe()  # SGD at a constant rate; --no-scale-lr: the same rate as one process
 split = data.load(data_dir, layout="flat").train
-plan = train.shard_plan(len(split), world.size, {BATCH})
-model = train.compile_model(conf, recipe, "fp32", world, plan, total_steps={STEPS})
+plan = pipeline.shard_plan(len(split), world.size, {BATCH})
+model = compiled.compile_model(conf, recipe, "fp32", world, plan, total_steps={STEPS})
 train.restore(model, None, 0, plan.steps_per_epoch)
 per_rank = 2 * {BATCH} // (1 if together else world.size)
 for step in range({STEPS}):
