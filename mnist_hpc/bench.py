@@ -58,12 +58,11 @@ def training_split(config: BenchConfig, world: distributed.World) -> data.Split:
     return data.Split(rng.random((n, *spec.input_shape), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32))
 
 
-def model_and_input(config: BenchConfig, world: distributed.World, horovod: bool = True):
+def model_and_input(config: BenchConfig, world: distributed.World, split: data.Split, horovod: bool = True):
     """Training's own compiled model and input pipeline for this config (train.model_and_input)."""
     from . import train  # TensorFlow: not for `bench report`
 
     train_config = config.train_config(world.size)
-    split = training_split(config, world)
     schedule = train.schedule_for(train_config, len(split), world)
     return train.model_and_input(train_config, schedule, world, split, horovod=horovod)
 
@@ -103,9 +102,10 @@ def throughput(config: BenchConfig, knobs: distributed.HorovodKnobs = distribute
         raise ValueError("--compare-plain measures one process: run it without a launcher")
     result: dict[str, Any] = {"config": asdict(config), "world_size": world.size,
                               "hosts": distributed.gather_hostnames()}
+    split = training_split(config, world)  # read once: both variants time the same images
     variants = [("horovod", True)] + ([("plain", False)] if config.compare_plain else [])
     for name, wrapped in variants:
-        stamps = _timed_fit(*model_and_input(config, world, horovod=wrapped), config.steps)
+        stamps = _timed_fit(*model_and_input(config, world, split, horovod=wrapped), config.steps)
         result[name] = _summary(_window_rates(stamps, config), config, world, f"bench_{name}")
     if config.compare_plain:
         result["horovod_over_plain"] = result["horovod"]["images_per_second"] / result["plain"]["images_per_second"]

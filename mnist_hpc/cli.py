@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -333,8 +334,6 @@ def cmd_slurm_render(args: argparse.Namespace) -> int:
 def spec_from_options(base: jobspec.JobSpec, options: argparse.Namespace, **changes) -> jobspec.JobSpec:
     """The one place resource options become a JobSpec: ``base`` (a template's) with the options
     given on the command line (see :func:`add_resource_arguments`) and ``changes`` (args, python)."""
-    from dataclasses import replace
-
     return replace(base, **changes).with_resources(
         name=options.job_name, nodes=options.nodes, ntasks_per_node=options.ntasks_per_node,
         gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task, time=options.time,

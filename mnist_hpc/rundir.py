@@ -105,8 +105,7 @@ def atomic_path(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[Path]:
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """``path`` holds ``payload`` as JSON (strict: no NaN), written atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

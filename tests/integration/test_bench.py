@@ -92,7 +92,7 @@ from mnist_hpc import bench, config, data, distributed, train
 world = distributed.init()
 bench_config = bench.BenchConfig(model="cnn", batch_size=32, precision="fp16", warmup_steps=2, windows=1,
                                  window_steps=3, data_dir=sys.argv[1])
-timed, timed_input = bench.model_and_input(bench_config, world)
+timed, timed_input = bench.model_and_input(bench_config, world, bench.training_split(bench_config, world))
 train_config = config.TrainConfig(model="cnn", batch_size=32, precision="fp16", seed=0, data_dir=sys.argv[1])
 split = data.load(sys.argv[1], layout="image").train
 trained, trained_input = train.model_and_input(train_config, train.schedule_for(train_config, len(split), world),
