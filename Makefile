@@ -33,7 +33,9 @@ data: setup
 smoke: data
 	$(PY) launchers/local.py --np $(NP) smoke --out runs/smoke
 
+# First what the suite needs beyond the venv (root, MPI, SLURM, the data): one line if anything is missing.
 test: setup
+	@bash scripts/check_test_prereqs.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The fast lane while you change code: tests/unit only (no ranks, no MPI, no cluster; under a minute).

@@ -11,27 +11,37 @@ Only the IDX reader and the network definitions come from mnist_hpc.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
 
 import numpy as np
 
-from mnist_hpc import data, models  # first: makes tf.keras Keras 2 (mnist_hpc/stack.py)
-
-import tensorflow as tf
+from mnist_hpc import cli, data, models  # first: makes tf.keras Keras 2 (mnist_hpc/stack.py)
+from mnist_hpc.exitcode import ExitCode
 
 RECIPES = {"cnn": ("adam", 1e-3, 128, 8), "simple": ("sgd", 1.0, 256, 30)}  # optimizer, lr, batch, epochs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=RECIPES, default="cnn")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--out")
-    args = parser.parse_args()
+def build_parser() -> cli.Parser:
+    parser = cli.Parser(prog="plain_keras.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=RECIPES, default="cnn", help="the network (default: %(default)s)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="Keras mixed-precision policy (default: %(default)s)")
+    parser.add_argument("--epochs", type=cli.positive_int, help="passes over the 60,000 images (default: the recipe's)")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_HPC_DATA or ~/.cache/mnist_hpc/mnist)")
+    parser.add_argument("--out", help="write the per-epoch results as JSON here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except cli.UsageError as err:
+        cli.print_error(err)
+        return ExitCode.USAGE
+    import tensorflow as tf  # after parsing: a bad option costs no TensorFlow start-up
+
     optimizer_name, lr, batch, epochs = RECIPES[args.model]
     epochs = args.epochs or epochs
 
@@ -74,7 +84,8 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as out:
             json.dump(result, out, indent=2)
+    return ExitCode.OK
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

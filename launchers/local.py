@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_hpc import cli, models
+from mnist_hpc import cli, models, runconfig
+from mnist_hpc.exitcode import ExitCode
 from mnist_hpc.jobspec import JobSpec, launch_environment
 
 MAX_LOCAL_RANKS = 64  # one machine; more would only oversubscribe it
@@ -26,18 +27,29 @@ def validate(args: list[str]) -> None:
     cli.validate(cli.build_parser().parse_args(args))
 
 
+def with_run_dir(args: list[str]) -> list[str]:
+    """``train`` without ``--out``: one new run directory named here, for all the ranks (each rank
+    would otherwise name its own)."""
+    options = cli.build_parser().parse_args(args)
+    if options.command != "train":
+        return args
+    config = cli.config_from_args(options)
+    return args if config.out is not None else [*args, "--out", str(runconfig.default_out(config.model))]
+
+
 def run_local(args: list[str], ranks: int, dry_run: bool = False) -> int:
     """Launch ``mnist-hpc ARGS`` on ``ranks`` local ranks; return their exit status."""
     try:
+        args = with_run_dir(args)
         validate(args)
     except cli.INPUT_ERRORS as err:
         cli.print_error(err)
-        return 2
+        return ExitCode.USAGE
     spec = JobSpec(tuple(args), ntasks_per_node=ranks)
     command = spec.mpirun_command() if ranks > 1 else spec.command()
     print("+", spec.shell(command), flush=True)
     if dry_run:
-        return 0
+        return ExitCode.OK
     return subprocess.run(command, env=launch_environment()).returncode
 
 
@@ -46,12 +58,11 @@ def smoke(ranks: int, out: Path, dry_run: bool = False) -> int:
     results = {}
     for model, spec in models.REGISTRY.items():  # each model's smoke_budget
         budget = spec.smoke_budget
-        run_dir = out / model
-        status = run_local(["train", "--model", model, *budget, "--out", str(run_dir), "--resume", "never"], ranks,
-                           dry_run)
-        if dry_run and status == 0:
+        run_dir = runconfig.new_run_dir(out / model)  # a run of its own each time
+        status = run_local(["train", "--model", model, *budget, "--out", str(run_dir)], ranks, dry_run)
+        if dry_run and status == ExitCode.OK:
             continue
-        if status != 0:
+        if status != ExitCode.OK:
             print(f"smoke: {model} training failed with exit status {status}", file=sys.stderr)
             return status
         results[model] = (json.loads((run_dir / "metrics.json").read_text()), run_dir)
@@ -59,7 +70,7 @@ def smoke(ranks: int, out: Path, dry_run: bool = False) -> int:
     for model, (metrics, run_dir) in results.items():
         print(f"  {model:6s} test accuracy {metrics['test_accuracy']:.4f} on {metrics['world_size']} ranks, "
               f"{metrics['wall_seconds']:.1f} s training -> {run_dir.resolve()}")
-    return 0
+    return ExitCode.OK
 
 
 def sweep(max_ranks: int, out: Path, bench_args: list[str], global_batch: int | None = None,
@@ -75,14 +86,14 @@ def sweep(max_ranks: int, out: Path, bench_args: list[str], global_batch: int | 
         if global_batch:
             args += ["--batch-size", str(global_batch // ranks)] + (["--compare-plain"] if ranks == 1 else [])
         status = run_local(args, ranks, dry_run)
-        if status != 0:
+        if status != ExitCode.OK:
             return status
     if dry_run:
-        return 0
+        return ExitCode.OK
     return subprocess.run([sys.executable, "-m", "mnist_hpc", "bench", "report", str(out)]).returncode
 
 
-def parse(argv: list[str] | None) -> cli.argparse.Namespace:
+def build_parser() -> cli.Parser:
     parser = cli.Parser(prog="local.py", description=__doc__.splitlines()[0])
     parser.add_argument("--np", type=cli.bounded(int, 1, True, f"a number of local ranks from 1 to {MAX_LOCAL_RANKS}",
                                                  maximum=MAX_LOCAL_RANKS), default=2,
@@ -93,7 +104,11 @@ def parse(argv: list[str] | None) -> cli.argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="validate and print the commands; start nothing")
     parser.add_argument("command", help="'smoke', 'sweep', or an mnist-hpc subcommand (train, evaluate, ...)")
     parser.add_argument("args", nargs=cli.argparse.REMAINDER, help="its arguments")
-    options = parser.parse_args(argv)
+    return parser
+
+
+def parse(argv: list[str] | None) -> cli.argparse.Namespace:
+    options = build_parser().parse_args(argv)
     if options.global_batch is not None and options.global_batch % options.np:
         raise cli.UsageError(f"--global-batch: {options.global_batch} is not a multiple of --np {options.np}")
     return options
@@ -104,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         options = parse(argv)
     except cli.UsageError as err:
         cli.print_error(err)
-        return 2
+        return ExitCode.USAGE
     if options.command == "smoke":
         return smoke(options.np, options.out, options.dry_run)
     if options.command == "sweep":

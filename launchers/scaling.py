@@ -4,92 +4,93 @@
     python launchers/scaling.py --node-counts 1 2 --out runs/sweep -- --model cnn --synthetic
 
 Arguments after ``--`` go to ``mnist-hpc bench throughput``. Resources come from the JobSpec of
-slurm/bench.sbatch (the same as slurm/scaling_sweep.sh), with the node count varied.
+slurm/bench.sbatch (the same as slurm/scaling_sweep.sh), with ``--site FILE`` (a site profile,
+slurm/sites/) and the other options applied, and the node count varied.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import submitit
 
-from mnist_hpc import bench, cli, jobspec
+from mnist_hpc import bench, cli, jobspec, submitting
+from mnist_hpc.exitcode import ExitCode
 
 
-class Benchmark:
-    """What each task runs: one rank of ``mnist-hpc bench throughput`` (srun --mpi=pmix)."""
+def build_parser() -> cli.Parser:
+    parser = cli.Parser(prog="scaling.py", description=__doc__.splitlines()[0])
+    cli.add_resource_arguments(parser)
+    parser.add_argument("--node-counts", type=cli.positive_int, nargs="+", default=[1, 2],
+                        help="one benchmark job per node count (default: 1 2)")
+    parser.add_argument("--out", type=Path, default=Path(f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}"),
+                        help="folder of the np*.json results and the report (default: runs/sweep-DATE-TIME)")
+    parser.add_argument("--setup", action="append", default=[], help="shell line run before each job")
+    parser.add_argument("--wait-timeout", type=cli.positive_int, default=3600,
+                        help="seconds to wait for all jobs; the unfinished ones are then cancelled "
+                        "(default: %(default)s)")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the jobs; submit nothing")
+    return parser
 
-    def __call__(self, spec: jobspec.JobSpec, result_file: str) -> dict | None:
-        status = cli.main(list(spec.args))
-        if status != 0:
-            raise RuntimeError(f"rank {submitit.JobEnvironment().global_rank}: bench exited with status {status}")
-        if submitit.JobEnvironment().global_rank != 0:
-            return None
-        return json.loads(Path(result_file).read_text())
+
+def with_defaults(template: tuple[str, ...], given: list[str]) -> tuple[str, ...]:
+    """The template's command (``bench throughput --model cnn``) with the options after ``--``: an option
+    given there replaces the template's pair instead of following it."""
+    command, defaults = template[:2], template[2:]
+    pairs = [defaults[i:i + 2] for i in range(0, len(defaults), 2)]
+    return (*command, *(arg for pair in pairs if pair[0] not in given for arg in pair), *given)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    split = argv.index("--") if "--" in argv else len(argv)
-    parser = cli.Parser(prog="scaling.py", description=__doc__.splitlines()[0])
-    cli.add_resource_arguments(parser)
-    parser.add_argument("--node-counts", type=cli.positive_int, nargs="+", default=[1, 2])
-    parser.add_argument("--out", type=Path, default=Path(f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}"))
-    parser.add_argument("--setup", action="append", default=[], help="shell line run before each job")
-    parser.add_argument("--wait-timeout", type=cli.positive_int, default=3600)
-    parser.add_argument("--dry-run", action="store_true", help="validate and print the jobs; submit nothing")
+    own, bench_args = submitting.split_argv(sys.argv[1:] if argv is None else argv)
     try:
-        options = parser.parse_args(argv[:split])
+        options = build_parser().parse_args(own)
         out = options.out.absolute()
         base = jobspec.TEMPLATES["bench"].spec
         specs = {}
         for nodes in options.node_counts:
-            result_file = out / f"np{nodes * (options.ntasks_per_node or base.ntasks_per_node)}.json"
-            spec = cli.spec_from_options(base, options, args=(*base.args, *argv[split + 1:], "--out", str(result_file)),
-                                         python=sys.executable).with_resources(nodes=nodes)
+            spec = cli.spec_from_options(base, options, python=sys.executable).with_resources(nodes=nodes)
+            result_file = out / f"np{spec.world_size}.json"  # world size after the site and the options
+            spec = replace(spec, args=(*with_defaults(base.args, bench_args), "--out", str(result_file)))
+            spec.submitit_parameters()  # a site profile submitit cannot use (launcher mpirun) fails here
             specs[nodes] = (spec, str(result_file))
-            if cli.main([*specs[nodes][0].args, "--dry-run"]) != 0:
-                return 2
+            cli.validate(cli.build_parser().parse_args(list(spec.args)))  # the benchmark's own refusals, silently
     except (jobspec.JobSpecError, *cli.INPUT_ERRORS) as err:
         cli.print_error(err)
-        return 2
+        return ExitCode.USAGE
     if options.dry_run:
         for nodes, (spec, _) in specs.items():
             print(f"{nodes} node(s): {spec.shell(spec.command())}")
-        return 0
+        return ExitCode.OK
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for nodes, (spec, result_file) in specs.items():
-        executor = submitit.AutoExecutor(folder=out / "submitit" / "%j")
-        executor.update_parameters(**spec.submitit_parameters(setup=options.setup))
-        jobs.append((nodes, executor.submit(Benchmark(), spec, result_file)))
+        executor = submitting.make_executor(spec, out / "submitit", options.setup)
+        jobs.append((nodes, executor.submit(submitting.Ranks(), spec, result_file)))
         print(f"submitted {nodes}-node benchmark: job {jobs[-1][1].job_id}", flush=True)
     failed = False
     names = {job.job_id: nodes for nodes, job in jobs}
-    try:  # submitit yields each job as it ends, whatever the order
-        for done, job in enumerate(submitit.helpers.as_completed([job for _, job in jobs], timeout=options.wait_timeout,
-                                                                 poll_frequency=2), start=1):
-            nodes = names[job.job_id]
-            try:
-                result = job.results()[0]
-                print(f"[{done}/{len(jobs)}] {nodes} node(s): {result['images_per_second']:.0f} images/s", flush=True)
-            except Exception as err:  # noqa: BLE001 - submitit re-raises the job's failure
+    labels = {job.job_id: f"{nodes}-node job {job.job_id}" for nodes, job in jobs}
+    try:  # each job as it ends, whatever the order; every state change said as it is seen
+        for done, outcome in enumerate(submitting.outcomes([job for _, job in jobs], options.wait_timeout, labels),
+                                       start=1):
+            nodes = names[outcome.job.job_id]
+            if outcome.error:
                 failed = True
-                print(f"[{done}/{len(jobs)}] {nodes}-node job {job.job_id} failed: "
-                      f"{str(err).strip().splitlines()[:1]}; logs: {job.paths.stderr}", file=sys.stderr)
-    except TimeoutError:
-        for nodes, job in jobs:
-            if not job.done():
-                job.cancel()
-                print(f"{nodes}-node job {job.job_id}: cancelled after --wait-timeout", file=sys.stderr)
-        return 1
+                print(f"[{done}/{len(jobs)}] {nodes}-node job {outcome.job.job_id} failed: {outcome.error}; "
+                      f"logs: {outcome.log}", file=sys.stderr)
+            else:
+                print(f"[{done}/{len(jobs)}] {nodes} node(s): {outcome.result['images_per_second']:.0f} images/s",
+                      flush=True)
+    except submitting.WaitTimeout as err:
+        print(err, file=sys.stderr)
+        return ExitCode.FAILED
     if failed:
-        return 1
+        return ExitCode.FAILED
     print(bench.report(out).read_text(), end="")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -12,62 +12,38 @@ import io
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import data, distributed, models
-from .config import TrainConfig
-from .rundir import atomic_path, write_text_atomic
-
-@dataclass(frozen=True)
-class BenchConfig:
-    model: str = "cnn"
-    batch_size: int = 128  # per rank
-    synthetic: bool = False
-    warmup_steps: int = 10
-    windows: int = 5
-    window_steps: int = 20
-    precision: str = "fp32"
-    compare_plain: bool = False  # also time plain tf.keras (no Horovod) in this process
-    data_dir: str | None = None
-    intra_op_threads: int | None = None
-    fp16_allreduce: bool = False  # compress gradients to fp16 for the all-reduce
-
-    @property
-    def steps(self) -> int:
-        return self.warmup_steps + self.windows * self.window_steps
-
-    def train_config(self, world_size: int) -> TrainConfig:
-        """The training run this benchmark times: the model's default recipe at this batch and
-        precision, with a step budget of ``steps`` per rank (so one step per graph call, timestamped)."""
-        return TrainConfig(model=self.model, batch_size=self.batch_size, precision=self.precision,
-                           fp16_allreduce=self.fp16_allreduce, data_dir=self.data_dir, seed=0,
-                           steps=self.steps * world_size)
-
+from .config import BenchConfig  # noqa: F401 - bench.BenchConfig: its settings live with train's (config.py)
+from .rundir import save_figure_atomic, write_text_atomic
 
 def training_split(config: BenchConfig, world: distributed.World) -> data.Split:
-    """MNIST's training images, or random ones in the model's layout (8 batches per rank)."""
-    spec = models.spec(config.model)
+    """MNIST's training images, or random ones in the model's layout (8 updates per rank)."""
+    spec = models.spec(config.run.model)
     if not config.synthetic:
-        return data.load(config.data_dir, layout=spec.layout).train
+        return data.load(config.run.data_dir, layout=spec.layout).train
     rng = np.random.default_rng(world.rank)
-    n = config.batch_size * 8 * world.size
+    n = config.batch_size * config.backward_passes * 8 * world.size
     return data.Split(rng.random((n, *spec.input_shape), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32))
 
 
 def model_and_input(config: BenchConfig, world: distributed.World, split: data.Split, horovod: bool = True):
-    """Training's own compiled model and input pipeline for this config (train.model_and_input)."""
+    """Training's own compiled model and input pipeline for this config (train.model_and_input), and
+    the precision training would choose here."""
     from . import train  # TensorFlow: not for `bench report`
 
     train_config = config.train_config(world.size)
     schedule = train.schedule_for(train_config, len(split), world)
-    return train.model_and_input(train_config, schedule, world, split, horovod=horovod)
+    return (*train.model_and_input(train_config, schedule, world, split, horovod=horovod), schedule.precision)
 
 
 def _timed_fit(model, dataset, steps: int) -> list[float]:
+    """Timestamps at the start and after each graph call (one update: ``steps`` batches in all)."""
     import tensorflow as tf
 
     stamps: list[float] = []
@@ -83,7 +59,7 @@ def _window_rates(stamps: list[float], config: BenchConfig) -> list[float]:
     for w in range(config.windows):
         first = config.warmup_steps + w * config.window_steps
         seconds = stamps[first + config.window_steps] - stamps[first]
-        rates.append(config.window_steps * config.batch_size / seconds)
+        rates.append(config.window_steps * config.backward_passes * config.batch_size / seconds)
     return rates
 
 
@@ -95,22 +71,26 @@ def _summary(per_rank: list[float], config: BenchConfig, world: distributed.Worl
             "images_per_second_per_rank": statistics.median(totals) / world.size}
 
 
-def throughput(config: BenchConfig, knobs: distributed.HorovodKnobs = distributed.HorovodKnobs()) -> dict[str, Any]:
+def throughput(config: BenchConfig) -> dict[str, Any]:
     """Training images/s of Horovod-wrapped Keras (and, with ``compare_plain``, of plain Keras)."""
-    world = distributed.init(knobs, config.intra_op_threads, cpu_cycle_time_ms=models.spec(config.model).cpu_cycle_time_ms)
+    run = config.run
+    world = distributed.init(run.knobs, run.intra_op_threads, run.inter_op_threads,
+                             models.spec(run.model).cpu_cycle_time_ms)
     if config.compare_plain and world.size != 1:
         raise ValueError("--compare-plain measures one process: run it without a launcher")
-    result: dict[str, Any] = {"config": asdict(config), "world_size": world.size,
+    result: dict[str, Any] = {"config": config.summary(), "world_size": world.size,
+                              "global_batch_size": world.size * config.batch_size * config.backward_passes,
                               "hosts": distributed.gather_hostnames()}
     split = training_split(config, world)  # read once: both variants time the same images
     variants = [("horovod", True)] + ([("plain", False)] if config.compare_plain else [])
     for name, wrapped in variants:
-        stamps = _timed_fit(*model_and_input(config, world, split, horovod=wrapped), config.steps)
+        model, dataset, result["config"]["precision"] = model_and_input(config, world, split, horovod=wrapped)
+        stamps = _timed_fit(model, dataset, config.steps * config.backward_passes)
         result[name] = _summary(_window_rates(stamps, config), config, world, f"bench_{name}")
     if config.compare_plain:
         result["horovod_over_plain"] = result["horovod"]["images_per_second"] / result["plain"]["images_per_second"]
     result["images_per_second"] = result["horovod"]["images_per_second"]
-    result["mflop_per_image"] = models.spec(config.model).mflop_per_image
+    result["mflop_per_image"] = models.spec(run.model).mflop_per_image
     result["gflops"] = result["images_per_second"] * result["mflop_per_image"] / 1000
     return result
 
@@ -193,10 +173,7 @@ def plot(rows: list[dict[str, Any]], folder: Path, prefix: str = "", title: str 
         axes.grid(alpha=0.3)
         if title:
             axes.set_title(title, fontsize=9)
-        figure.tight_layout()
-        with atomic_path(folder / f"{prefix}{name}") as tmp:
-            figure.savefig(tmp, dpi=100, format="png")
-        plt.close(figure)
+        save_figure_atomic(figure, folder / f"{prefix}{name}")
         written.append(folder / f"{prefix}{name}")
     return written
 
@@ -241,20 +218,58 @@ def scaling_table(batch_per_worker: int, worker_flops: float, bytes_per_paramete
     return "\n".join(lines)
 
 
-def allreduce_seconds(payload_bytes: int = CNN_PARAMETERS * 4, repeats: int = 20) -> dict[str, Any]:
-    """Measured time of one all-reduce of ``payload_bytes`` float32 across the ranks of this job."""
+# The link as the ring model sees it, measured by the same all-reduce: latency from 4 KiB, bandwidth from 4 MiB
+# (a NIC is at full speed there). Not from a payload far above the gradients': between ranks of one host the
+# "link" is memory, and its bytes/s halve once the buffers leave the last-level cache (RESULTS.md: 64 MiB
+# predicted the 13 MB all-reduce 2x too slow).
+LINK_PROBE_BYTES = (4_096, 4_194_304)
+SWEEP_BYTES = (262_144, 1_048_576, 33_554_432, 67_108_864)  # also timed, for the record (seconds_by_payload)
+
+
+def allreduce_seconds(payload_bytes: int = CNN_PARAMETERS * 4, repeats: int = 20,
+                      probes: tuple[int, ...] = LINK_PROBE_BYTES) -> dict[str, Any]:
+    """Measured time of one all-reduce of ``payload_bytes`` float32 across the ranks of this job, and the
+    ring model's prediction for it from the link measured by the same all-reduce at ``probes`` sizes."""
+    world = distributed.init()
+    seconds = {size: _allreduce_median(size, repeats) for size in sorted({payload_bytes, *probes, *SWEEP_BYTES})}
+    median = seconds[payload_bytes]
+    bus = 2 * (world.size - 1) / world.size * payload_bytes / median if world.size > 1 else 0.0
+    result = {"world_size": world.size, "payload_bytes": payload_bytes, "seconds": median,
+              "bus_bandwidth_bytes_per_second": bus,
+              "seconds_by_payload": {str(size): t for size, t in seconds.items()}}
+    if world.size > 1:
+        try:
+            link = fit_link(world.size, {size: seconds[size] for size in probes})
+        except ValueError as err:  # a noisy run: the timings stand, the check is reported as not made
+            return result | {"link_error": str(err)}
+        predicted = ring_allreduce_seconds(world.size, payload_bytes, link["bandwidth"], link["latency"])
+        result |= {"link": link, "model_seconds": predicted, "measured_over_model": median / predicted}
+    return result
+
+
+def _allreduce_median(payload_bytes: int, repeats: int) -> float:
     import horovod.tensorflow as hvd_tf
     import tensorflow as tf
 
-    world = distributed.init()
     tensor = tf.ones(payload_bytes // 4, tf.float32)
     times = []
     for i in range(repeats + 3):
         distributed.barrier()
         start = time.perf_counter()
-        hvd_tf.allreduce(tensor, op=hvd_tf.Sum, name=f"allreduce_{i}").numpy()
+        hvd_tf.allreduce(tensor, op=hvd_tf.Sum, name=f"allreduce_{payload_bytes}_{i}").numpy()
         times.append(time.perf_counter() - start)
-    median = statistics.median(times[3:])
-    bus = 2 * (world.size - 1) / world.size * payload_bytes / median if world.size > 1 else 0.0
-    return {"world_size": world.size, "payload_bytes": payload_bytes, "seconds": median,
-            "bus_bandwidth_bytes_per_second": bus}
+    return statistics.median(times[3:])
+
+
+def fit_link(workers: int, seconds_by_payload: dict[int, float]) -> dict[str, float]:
+    """The ring model's latency and per-worker bandwidth from all-reduce times at two payloads (the
+    smallest and the largest): T(S) = 2(N-1) latency + 2(N-1) S / (N bandwidth), solved for both.
+    The "latency" takes in every fixed cost of the all-reduce (Horovod's cycle, too); clamped at 0
+    when noise makes the line cross below the origin (then the small payload is not reproduced)."""
+    small, large = min(seconds_by_payload), max(seconds_by_payload)
+    steps = 2 * (workers - 1)
+    per_byte = (seconds_by_payload[large] - seconds_by_payload[small]) / (large - small)
+    if per_byte <= 0:
+        raise ValueError(f"the all-reduce of {large} bytes was not slower than of {small}: no bandwidth to fit")
+    latency = max(seconds_by_payload[small] - per_byte * small, 0.0) / steps
+    return {"latency": latency, "bandwidth": steps / (workers * per_byte), "from_payloads": [small, large]}

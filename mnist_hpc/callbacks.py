@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoint, data, distributed, evaluate
+from . import checkpoint, data, distributed, evaluate, progress
 from .pipeline import ShardPlan
 from .stop import StopRequest
 
@@ -33,6 +33,8 @@ class RunState:
     diverged: dict[str, Any] | None = None  # set at the first epoch with a non-finite loss or weight
     time_to_target: dict[str, Any] | None = None
     stopped_by_signal: bool = False
+    epoch_start: float = 0.0  # when the current epoch began
+    paused_seconds: float = 0.0  # spent this epoch in mid-epoch test evaluations (not training)
 
     def epoch_recorded(self, epoch: int) -> bool:  # Keras's 0-based epoch
         return bool(self.history) and self.history[-1]["epoch"] == epoch + 1
@@ -52,10 +54,10 @@ class ExactValidation(tf.keras.callbacks.Callback):
         self.scorer, self.state = scorer, state
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
+        self.state.epoch_start, self.state.paused_seconds = time.perf_counter(), 0.0
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.epoch_start
+        seconds = time.perf_counter() - self.state.epoch_start - self.state.paused_seconds
         weights = self.model.get_weights()
         self.scorer.set_weights(weights)
         # The divergence votes travel in the validation all-reduce, so all ranks decide alike.
@@ -68,33 +70,84 @@ class ExactValidation(tf.keras.callbacks.Callback):
             self.model.stop_training = True  # the newest checkpoint stays the last good one
             return
         optimizer = self.model.optimizer
-        steps_done = int(optimizer.iterations) - epoch * self.plan.steps_per_epoch
-        images = min(steps_done * self.plan.batch_size * self.world.size, self.n_train)
+        passes = int(optimizer.iterations) - epoch * self.plan.steps_per_epoch  # Horovod counts every backward pass
+        images = min(passes * self.plan.batch_size * self.world.size, self.n_train)
         self.state.history.append({
-            "epoch": epoch + 1, "steps": steps_done, "images": images, "loss": float(logs["loss"]),
+            "epoch": epoch + 1, "steps": passes // self.plan.backward_passes, "images": images,
+            "loss": float(logs["loss"]),
             "accuracy": float(logs["accuracy"]), "val_loss": scores.loss, "val_accuracy": scores.accuracy,
             "val_correct": scores.correct, "seconds": seconds, "images_per_second": images / seconds,
             "learning_rate": float(optimizer.learning_rate)})  # the rate of the last step
         logs.update(val_loss=scores.loss, val_accuracy=scores.accuracy)
 
 
+class ProgressLine(tf.keras.callbacks.Callback):
+    """Rank 0's one line per recorded epoch: epoch k/N, images/s, loss, validation accuracy and the
+    run's ETA (progress.epoch_line). Keras's own epoch line is off (fit's verbose=0)."""
+
+    def __init__(self, epochs: int, total_steps: int, backward_passes: int, state: RunState) -> None:
+        super().__init__()
+        self.epochs, self.total_steps, self.backward_passes, self.state = epochs, total_steps, backward_passes, state
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.state.epoch_recorded(epoch):
+            return
+        # optimizer.iterations counts backward passes; the history's steps (the ETA's unit) are updates
+        remaining_updates = -(-(self.total_steps - int(self.model.optimizer.iterations)) // self.backward_passes)
+        eta = progress.eta_seconds(self.state.history, self.state.start_epoch, remaining_updates)
+        print(progress.epoch_line(self.state.history[-1], self.epochs, eta), flush=True)
+
+
 class TimeToTarget(tf.keras.callbacks.Callback):
-    """Time-to-accuracy: the aggregated test accuracy each epoch; stop once it reaches ``target``."""
+    """Time-to-accuracy: the aggregated test accuracy at each epoch end and, with ``every``, after
+    every ``every`` backward passes (a whole number of updates; fit's steps_per_execution divides
+    it); stops once it reaches ``target``. Each epoch's evaluations go into its history record."""
 
     def __init__(self, target: float, world: distributed.World, test: data.Split, scorer: tf.keras.Model,
-                 state: RunState) -> None:
+                 state: RunState, plan: ShardPlan, n_train: int, every: int | None = None) -> None:
         super().__init__()
         self.target, self.world, self.test, self.scorer, self.state = target, world, test, scorer, state
+        self.plan, self.n_train, self.every = plan, n_train, every
+        self.pending: list[dict[str, Any]] = []  # this epoch's evaluations so far
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.pending = epoch, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        passes = int(self.model.optimizer.iterations) - self.epoch * self.plan.steps_per_epoch
+        if not self.every or passes % self.every or passes >= self.plan.steps_per_epoch:
+            return  # the epoch's end is evaluated after its validation, in on_epoch_end
+        paused = time.perf_counter()
+        self.scorer.set_weights(self.model.get_weights())
+        self.check(self.epoch, passes)
+        self.state.paused_seconds += time.perf_counter() - paused
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.state.epoch_recorded(epoch):
             return
         record = self.state.history[-1]
-        scores, _ = evaluate.aggregated(self.scorer, self.test, self.world, f"test_{epoch}")  # weights: set above
-        record["test_accuracy"] = scores.accuracy
+        passes = int(self.model.optimizer.iterations) - epoch * self.plan.steps_per_epoch
+        if not (self.pending and self.pending[-1]["passes"] == passes):  # not evaluated at this step yet
+            self.check(epoch, passes)  # weights: set by ExactValidation
+        record["test_accuracy"] = self.pending[-1]["test_accuracy"]
+        record["test_evaluations"] = [{k: v for k, v in e.items() if k != "passes"} for e in self.pending]
+
+    def check(self, epoch: int, passes: int) -> None:
+        """Evaluate after ``passes`` backward passes of (0-based) ``epoch``; stop at the target."""
+        scores, _ = evaluate.aggregated(self.scorer, self.test, self.world, f"test_{epoch}_{passes}")
+        earlier = sum(h["images"] for h in self.state.history if h["epoch"] <= epoch)  # the epochs before
+        trained = sum(h["seconds"] for h in self.state.history if h["epoch"] > self.state.start_epoch)
+        if not self.state.epoch_recorded(epoch):  # mid-epoch: this epoch's training time so far
+            trained += time.perf_counter() - self.state.epoch_start - self.state.paused_seconds
+        evaluation = {"epochs": epoch + passes / self.plan.steps_per_epoch, "passes": passes,
+                      "updates": int(self.model.optimizer.iterations) // self.plan.backward_passes,
+                      "images": earlier + min(passes * self.plan.batch_size * self.world.size, self.n_train),
+                      "test_accuracy": scores.accuracy, "test_loss": scores.loss}
+        self.pending.append(evaluation)
         if scores.accuracy >= self.target and self.state.time_to_target is None:
-            trained = sum(h["seconds"] for h in self.state.history if h["epoch"] > self.state.start_epoch)
-            self.state.time_to_target = {"epoch": epoch + 1, "training_seconds": trained,
+            self.state.time_to_target = {"epoch": epoch + 1, "epochs": evaluation["epochs"],
+                                         "updates": evaluation["updates"], "images": evaluation["images"],
+                                         "training_seconds": trained,
                                          "wall_seconds": time.perf_counter() - self.state.fit_start}
             self.model.stop_training = True
 
@@ -110,7 +163,7 @@ class RootCheckpoint(tf.keras.callbacks.Callback):
         if not self.state.epoch_recorded(epoch):
             return
         history = self.state.history
-        partial = history[-1]["steps"] < self.plan.steps_per_epoch  # a step budget ended this epoch early
+        partial = history[-1]["steps"] < self.plan.updates_per_epoch  # a step budget or the target ended it early
         meta = {**self.meta, "epoch": epoch + 1, "partial": partial, "history": history}
         checkpoint.save(self.directory, meta, checkpoint.state_of(self.model.weights),
                         checkpoint.state_of(self.model.optimizer.variables), keep=self.keep)

@@ -11,12 +11,14 @@ import gzip
 import hashlib
 import os
 import struct
+import sys
+import time
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 
@@ -67,6 +69,11 @@ Layout = Literal["image", "flat"]
 
 class DataError(ValueError):
     """A data file is missing, truncated or corrupted; the message is one line."""
+
+
+class FetchError(DataError):
+    """No mirror served a good copy of a file (unreachable, 404, wrong bytes): a runtime failure of
+    ``data fetch``, not bad input; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,48 @@ def load(data_dir: str | os.PathLike | None = None, layout: Layout = "image") ->
 
 
 # ------------------------------------------------------------------ fetching
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Progress:
+    """Progress lines of one download, ``NAME: DONE / TOTAL bytes (P%)`` (TOTAL from Content-Length):
+    one each time another ``step`` of the file has arrived or ``interval`` seconds have passed since
+    the last line, whichever comes first; without a Content-Length, ``NAME: DONE bytes`` once a second."""
+
+    name: str
+    total: int | None
+    log: Callable[[str], None]
+    clock: Callable[[], float] = time.monotonic
+    step: float = 0.1  # of the total
+    interval: float = 1.0  # seconds
+    done: int = 0
+    shown: int = field(default=0, init=False)  # bytes at the last line
+    shown_at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self.shown_at = self.clock()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        tenth_more = bool(self.total) and self.done - self.shown >= self.step * self.total
+        if tenth_more or self.clock() - self.shown_at >= self.interval:
+            self.shown, self.shown_at = self.done, self.clock()
+            self.log(self.line())
+
+    def line(self) -> str:
+        if self.total:
+            return f"{self.name}: {self.done:,} / {self.total:,} bytes ({100 * self.done // self.total}%)"
+        return f"{self.name}: {self.done:,} bytes"
+
+
+def content_length(response) -> int | None:
+    """The response's Content-Length, or None when it has none (or not a number)."""
+    text = response.headers.get("Content-Length", "")
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
 def _accepted(path: Path, idx: IdxFile) -> bool:
     """A served file is good when its MD5 is the mirrors' one or its content is the original."""
     if hashlib.md5(path.read_bytes()).hexdigest() == idx.served_md5:
@@ -203,19 +252,27 @@ def _accepted(path: Path, idx: IdxFile) -> bool:
         return False
 
 
-def _download(url: str, target: Path, idx: IdxFile, timeout: float) -> None:
-    """Download ``url`` into ``target`` atomically; raise OSError/DataError when it fails or is bad."""
+def _download(url: str, target: Path, idx: IdxFile, timeout: float, log: Callable[[str], None]) -> None:
+    """Download ``url`` into ``target`` atomically, logging its progress; raise OSError/DataError
+    when it fails or is bad."""
+    start = time.monotonic()
     with atomic_path(target, mode=0o644) as tmp:  # public data: readable by everyone, like the originals
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
+            progress = Progress(target.name, content_length(response), log)
+            while chunk := response.read(1 << 16):
                 out.write(chunk)
+                progress.advance(len(chunk))
         if not _accepted(tmp, idx):
             raise DataError(f"{url}: checksum mismatch")
+    log(f"fetched {url}: {progress.done:,} bytes in {time.monotonic() - start:.1f} s")
 
 
 def fetch(data_dir: str | os.PathLike | None = None, mirrors: Iterable[str] = MIRRORS,
-          timeout: float = 60.0, log=print) -> Path:
-    """Download the missing files, trying each mirror in turn; verify the result."""
+          timeout: float = 60.0, log: Callable[[str], None] = to_stderr) -> Path:
+    """Download the missing files, trying each mirror in turn; verify the result.
+
+    Raises :class:`FetchError` when no mirror serves a good copy of a file; ``log`` gets each file's
+    progress and final line (stderr by default)."""
     directory = resolve_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
     mirrors = tuple(mirrors)
@@ -227,13 +284,12 @@ def fetch(data_dir: str | os.PathLike | None = None, mirrors: Iterable[str] = MI
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + target.name
             try:
-                _download(url, target, idx, timeout)
-                log(f"fetched {url}")
+                _download(url, target, idx, timeout, log)
                 break
             except (OSError, DataError, urllib.error.URLError) as err:
                 errors.append(f"{url}: {err}")
         else:
-            raise DataError(f"could not fetch {target.name} from any mirror ({'; '.join(errors)})")
+            raise FetchError(f"could not fetch {target.name} from any mirror ({'; '.join(errors)})")
     return verify(directory)
 
 

@@ -13,6 +13,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from .options import non_negative_float, option, positive_float
+
 
 @dataclass(frozen=True)
 class World:
@@ -30,9 +32,11 @@ class World:
 class HorovodKnobs:
     """Horovod tuning passed through as its environment variables (read at ``hvd.init``)."""
 
-    fusion_threshold_mb: float | None = None  # HOROVOD_FUSION_THRESHOLD (bytes)
-    cycle_time_ms: float | None = None  # HOROVOD_CYCLE_TIME
-    timeline: str | None = None  # HOROVOD_TIMELINE: a JSON file written by rank 0
+    fusion_threshold_mb: float | None = option(None, "Horovod's tensor fusion buffer in MiB (HOROVOD_FUSION_THRESHOLD)",
+                                               type=non_negative_float)
+    cycle_time_ms: float | None = option(None, "Horovod's cycle time in ms (HOROVOD_CYCLE_TIME)", type=positive_float)
+    timeline: str | None = option(None, "write a Horovod timeline to this JSON file (HOROVOD_TIMELINE; rank 0)",
+                                  type=str)
 
     def environment(self) -> dict[str, str]:
         env = {}
@@ -62,6 +66,11 @@ def cpus_per_rank(local_size: int, environ: dict[str, str] | None = None,
     if len(affinity) >= cpu_count:  # unbound: share the node
         return max(1, len(affinity) // max(1, local_size))
     return max(1, len(affinity))
+
+
+def intra_op_threads_for(requested: int | None, local_size: int) -> int:
+    """``--threads N`` if given (it wins over $SLURM_CPUS_PER_TASK and the mask), else :func:`cpus_per_rank`."""
+    return requested or cpus_per_rank(local_size)
 
 
 def configure_threads(intra_op: int, inter_op: int) -> None:
@@ -149,7 +158,7 @@ def init(knobs: HorovodKnobs = HorovodKnobs(), intra_op_threads: int | None = No
     hvd.init()
     world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
     pin_gpu(world.local_rank)
-    configure_threads(intra_op_threads or cpus_per_rank(world.local_size), inter_op_threads)
+    configure_threads(intra_op_threads_for(intra_op_threads, world.local_size), inter_op_threads)
     return world
 
 

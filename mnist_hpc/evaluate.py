@@ -7,12 +7,15 @@ ranks, so N ranks give exactly the numbers one process gives.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoint, data, distributed, models
+from . import checkpoint, data, distributed, export, models
+from .exitcode import ExitCode
 
 
 @dataclass(frozen=True)
@@ -61,18 +64,24 @@ def aggregated(model: tf.keras.Model, split: data.Split, world: distributed.Worl
     return Scores(int(round(total[0])), int(round(total[2])), float(total[1])), total[3:]
 
 
-def main(model_path, data_dir: str | None = None) -> int:
-    """``mnist-hpc evaluate``: aggregated test scores of a saved model on every rank."""
+def main(model_path: Path, data_dir: str | None = None, as_json: bool = False) -> int:
+    """``mnist-hpc evaluate``: aggregated test scores of a saved model on every rank: the Keras 2
+    ``model.keras`` or the SavedModel export (``RUN_DIR/saved_model``), as cli.evaluate_inputs found it;
+    rank 0 prints them as one line, or (``as_json``) as one JSON object."""
     world = distributed.init()
+    exported = export.is_export(model_path)
     try:
-        model = tf.keras.models.load_model(model_path, compile=False)
-    except Exception as err:  # a zip that passed verify_model_file but is not this kind of model
+        model = export.Exported(model_path) if exported else tf.keras.models.load_model(model_path, compile=False)
+    except Exception as err:  # a file that passed validation but is not this kind of model
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise checkpoint.CheckpointError(f"{model_path}: not a loadable Keras model ({type(err).__name__}: "
-                                         f"{first_line})") from None
+        raise checkpoint.CheckpointError(f"{model_path}: not a loadable {'SavedModel' if exported else 'Keras model'} "
+                                         f"({type(err).__name__}: {first_line})") from None
     layout = models.layout_of(model)
     scores, _ = aggregated(model, data.load(data_dir, layout=layout).test, world, "evaluate_test")
-    if world.is_root:
+    if world.is_root and as_json:
+        print(json.dumps({"path": str(model_path), "accuracy": scores.accuracy, "correct": scores.correct,
+                          "count": scores.count, "loss": scores.loss, "world_size": world.size}))
+    elif world.is_root:
         print(f"{model_path}: test accuracy {scores.accuracy:.4f} ({scores.correct}/{scores.count}), "
               f"loss {scores.loss:.4f}, {world.size} rank(s)")
-    return 0
+    return ExitCode.OK

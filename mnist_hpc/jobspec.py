@@ -2,7 +2,9 @@
 
 ``slurm/`` rendering, ``launchers/submit.py`` (submitit) and ``launchers/local.py`` (mpirun) all
 build their command lines from a :class:`JobSpec`, so resources and arguments cannot drift apart.
-Every user value is validated here and shell-quoted wherever it ends up in a script.
+Every user value is validated here and shell-quoted wherever it ends up in a script. A site profile
+(site.py) adds the launcher, modules, binding and extra options; the sbatch script itself is
+``templates/job.sbatch.in`` with ``@@NAME@@`` placeholders.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import string
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Sequence
 
 from .config import INTERRUPTED_EXIT
 
-# Debian's Open MPI works under srun only with PMIx; one dead rank ends the whole step
-SRUN_OPTIONS = ("--mpi=pmix", "--kill-on-bad-exit=1")
+if TYPE_CHECKING:
+    from .site import Site
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: `$` would accept a trailing newline
 TIME_RE = re.compile(r"(?:(\d+)-)?(\d+(?::\d+){0,2})")
 
@@ -65,6 +70,7 @@ class JobSpec:
     account: str | None = None
     python: str = field(default_factory=lambda: sys.executable)
     signal_seconds: int = 90  # SIGUSR1 this long before the time limit: checkpoint + requeue
+    site: Site | None = None  # a site profile (mnist_hpc/site.py); None: the generic pmix site
 
     def __post_init__(self) -> None:
         for option, value in (("--nodes", self.nodes), ("--ntasks-per-node", self.ntasks_per_node),
@@ -85,6 +91,13 @@ class JobSpec:
                 raise JobSpecError(f"argument {arg!r}: newlines and NUL bytes are not allowed")
 
     @property
+    def profile(self) -> Site:
+        """The site this job runs on: its profile, or the generic one (srun --mpi=pmix, no modules)."""
+        from .site import GENERIC
+
+        return self.site or GENERIC
+
+    @property
     def world_size(self) -> int:
         return self.nodes * self.ntasks_per_node
 
@@ -96,22 +109,32 @@ class JobSpec:
         """What every rank executes."""
         return [self.python, "-m", "mnist_hpc", *self.args]
 
-    def sbatch_options(self) -> dict[str, str]:
-        """``#SBATCH`` options (long names without dashes -> value)."""
-        options = {"job-name": self.name, "nodes": str(self.nodes),
-                   "ntasks-per-node": str(self.ntasks_per_node),
-                   "cpus-per-task": str(self.cpus_per_task), "time": self.time,
-                   "signal": f"B:USR1@{self.signal_seconds}"}
+    def sbatch_options(self) -> dict[str, str | None]:
+        """``#SBATCH`` options (long names without dashes -> value; None: a flag without value)."""
+        options: dict[str, str | None] = {
+            "job-name": self.name, "nodes": str(self.nodes), "ntasks-per-node": str(self.ntasks_per_node),
+            "cpus-per-task": str(self.cpus_per_task), "time": self.time, "signal": f"B:USR1@{self.signal_seconds}"}
         if self.gpus_per_node:
-            options["gpus-per-node"] = str(self.gpus_per_node)
+            options.update(self.profile.gpu_option(self.gpus_per_node))
         if self.partition:
             options["partition"] = self.partition
         if self.account:
             options["account"] = self.account
-        return options
+        return {**options, **self.profile.sbatch_options()}
+
+    def sbatch_lines(self) -> list[str]:
+        return [f"#SBATCH --{key}" + ("" if value is None else f"={value}")
+                for key, value in self.sbatch_options().items()]
+
+    def srun_options(self) -> list[str]:
+        """What follows ``srun`` for every rank (the site's PMI, binding); srun launchers only."""
+        if not self.profile.uses_srun:
+            raise JobSpecError(f"--site {self.profile.path}: launcher 'mpirun' cannot start submitit's tasks, "
+                               "which srun starts (use an srun launcher, or the sbatch templates: mnist-hpc slurm render)")
+        return self.profile.launch(self.gpus_per_node)[1:]
 
     def srun_command(self) -> list[str]:
-        return ["srun", *SRUN_OPTIONS, f"--cpus-per-task={self.cpus_per_task}", *self.command()]
+        return ["srun", *self.srun_options(), f"--cpus-per-task={self.cpus_per_task}", *self.command()]
 
     def mpirun_command(self) -> list[str]:
         """A local launch of ``world_size`` ranks on this machine."""
@@ -132,23 +155,33 @@ class JobSpec:
         """The job as submitit submits it: its #SBATCH options, set-up lines, and the step each rank
         runs (submitit's own runner then calls ``mnist-hpc`` with these arguments; it also adds
         its output and requeue lines)."""
-        return "\n".join([*(f"#SBATCH --{key}={value}" for key, value in self.sbatch_options().items()),
-                          *setup, f"{shlex.join(self.srun_command())}  # via submitit's task runner"])
+        return "\n".join([*self.sbatch_lines(), *self.submitit_setup(setup),
+                          f"{shlex.join(self.srun_command())}  # via submitit's task runner"])
+
+    def submitit_setup(self, setup: Sequence[str] = ()) -> list[str]:
+        """The site's modules and variables, then ``setup``: submitit's job runs this Python (sys.executable),
+        so the site's venv/conda activation is not needed there."""
+        return [*self.profile.setup_lines(), *setup]
 
     def submitit_parameters(self, setup: Sequence[str] = ()) -> dict[str, object]:
         """The same resources for ``submitit.AutoExecutor.update_parameters``."""
         parameters: dict[str, object] = {
             "name": self.name, "nodes": self.nodes, "tasks_per_node": self.ntasks_per_node,
             "cpus_per_task": self.cpus_per_task, "timeout_min": max(1, self.time_seconds // 60),
-            "slurm_srun_args": list(SRUN_OPTIONS),
-            "slurm_signal_delay_s": self.signal_seconds, "slurm_setup": list(setup),
+            "slurm_srun_args": self.srun_options(),
+            "slurm_signal_delay_s": self.signal_seconds, "slurm_setup": self.submitit_setup(setup),
         }
-        if self.gpus_per_node:
-            parameters["gpus_per_node"] = self.gpus_per_node
+        if self.gpus_per_node and "gres" in (gpus := self.profile.gpu_option(self.gpus_per_node)):
+            parameters["slurm_gres"] = gpus["gres"]
+        elif self.gpus_per_node:
+            parameters["slurm_additional_parameters"] = dict(gpus)  # [TYPE:]N: submitit's gpus_per_node is an int
         if self.partition:
             parameters["slurm_partition"] = self.partition
         if self.account:
             parameters["slurm_account"] = self.account
+        extra = {key: True if value is None else value for key, value in self.profile.sbatch_options().items()}
+        if extra:  # qos, mem and the site's extra #SBATCH lines, as submitit writes them
+            parameters["slurm_additional_parameters"] = {**parameters.get("slurm_additional_parameters", {}), **extra}
         return parameters
 
 
@@ -176,72 +209,48 @@ TEMPLATES: dict[str, Template] = {
         out='"$run_dir/np$SLURM_NTASKS.json"'),
 }
 
-SBATCH_BODY = r"""set -uo pipefail
-# ---- the warning signal (--signal=B:USR1@...) is trapped from the start: one that arrives during
-#      set-up or validation is kept, not lost (and does not kill this script)
-srun_pid= stop_requested=
-trap 'stop_requested=1; echo "caught USR1: checkpointing at the end of this epoch, then requeueing"; [ -n "$srun_pid" ] && kill -USR1 "$srun_pid"' USR1
-# ---- environment: MNIST_HPC_SETUP is run as shell code (module load ..., conda activate ...)
-if [ -n "${MNIST_HPC_SETUP:-}" ]; then
-  eval "$MNIST_HPC_SETUP"
-elif [ -f "$SLURM_SUBMIT_DIR/.venv/bin/activate" ]; then
-  source "$SLURM_SUBMIT_DIR/.venv/bin/activate"
-fi
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
-# ---- arguments: MNIST_HPC_ARGS is split on white space and never evaluated
-case "${MNIST_HPC_ARGS:-}" in
-  *$'\n'*) echo "error: MNIST_HPC_ARGS holds a newline; put all train arguments on one line" >&2; exit 2 ;;
-esac
-read -r -a extra_args <<< "${MNIST_HPC_ARGS:-}"
-run_dir=${MNIST_HPC_RUN_DIR:-$SLURM_SUBMIT_DIR/runs/$SLURM_JOB_NAME-$SLURM_JOB_ID}
-command=(__COMMAND__ --out __OUT__ "${extra_args[@]}")
-echo "job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST: ${command[*]}"
-# ---- validate before any MPI work: a bad argument fails here, in one line
-"${command[@]}" --dry-run || exit 2
-# ---- train; on the warning signal, ranks finish the epoch, checkpoint, exit 75 and we requeue
-if [ -n "$stop_requested" ]; then  # signalled before training began: the checkpoints stand as they are
-  echo "requeueing job $SLURM_JOB_ID before training; it resumes from $run_dir/checkpoints"
-  scontrol requeue "$SLURM_JOB_ID"
-  exit 0
-fi
-srun __SRUN_OPTIONS__ --cpus-per-task="$SLURM_CPUS_PER_TASK" "${command[@]}" &
-srun_pid=$!
-[ -n "$stop_requested" ] && kill -USR1 "$srun_pid"  # a signal between the check above and this line
-wait "$srun_pid"
-status=$?
-while kill -0 "$srun_pid" 2>/dev/null; do wait "$srun_pid"; status=$?; done
-if [ "$status" -eq __INTERRUPTED__ ]; then
-  echo "requeueing job $SLURM_JOB_ID; it resumes from $run_dir/checkpoints"
-  scontrol requeue "$SLURM_JOB_ID"
-  exit 0
-fi
-echo "mnist-hpc exited with status $status; run directory $run_dir"
-exit "$status"
-"""
+
+class SbatchTemplate(string.Template):
+    """``mnist_hpc/templates/job.sbatch.in``: placeholders are ``@@NAME@@``, which no shell line uses."""
+
+    delimiter = "@@"
+    pattern = r"@@(?:(?P<escaped>@@)|(?P<named>[A-Z_]+)@@|(?P<braced>(?!))|(?P<invalid>))"
+
+
+WHOLE_LINE = re.compile(r"@@([A-Z_]+)@@\n")
+
+
+def sbatch_template() -> str:
+    return resources.files(__package__).joinpath("templates", "job.sbatch.in").read_text(encoding="utf-8")
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """``text`` with every placeholder replaced; a line holding only a placeholder whose value is
+    empty is left out, so an empty block leaves no blank line."""
+    kept = "".join(line for line in text.splitlines(keepends=True)
+                   if not (m := WHOLE_LINE.fullmatch(line)) or values[m.group(1)])
+    return SbatchTemplate(kept).substitute(values)
 
 
 def render_sbatch(name: str, spec: JobSpec | None = None) -> str:
-    """The complete sbatch script of template ``name`` (with ``spec``'s resources if given)."""
+    """The complete sbatch script of template ``name`` (with ``spec``'s resources and site if given)."""
     template = TEMPLATES[name]
     spec = spec or template.spec
-    lines = [
-        "#!/bin/bash",
-        f"# {name}.sbatch: {template.description}.",
-        f"# Generated by 'mnist-hpc slurm render {name}' from mnist_hpc/jobspec.py: edit there, not here.",
-        "#",
-        "# Submit as it is, or override any option on the command line, e.g.",
-        f"#   sbatch --nodes=4 --ntasks-per-node=4 --gpus-per-node=4 --partition=gpu slurm/{name}.sbatch",
-        "# Environment: MNIST_HPC_SETUP (set-up shell line), MNIST_HPC_ARGS (extra train arguments),",
-        "#   MNIST_HPC_DATA (MNIST folder), MNIST_HPC_RUN_DIR (default runs/<job name>-<job id>).",
-        *(f"#SBATCH --{key}={value}" for key, value in spec.sbatch_options().items()),
-        "#SBATCH --requeue",
-        "#SBATCH --open-mode=append",
-        "#SBATCH --output=slurm-%x-%j.out",
-        "",
-    ]
-    body = (SBATCH_BODY.replace("__COMMAND__", shlex.join(spec.command())).replace("__OUT__", template.out)
-            .replace("__SRUN_OPTIONS__", shlex.join(SRUN_OPTIONS)))
-    return "\n".join(lines) + body.replace("__INTERRUPTED__", str(INTERRUPTED_EXIT))
+    site = spec.profile
+    test, activate = site.activate_lines()
+    if site.path:
+        environment = f"the modules and variables of {site.path}; MNIST_HPC_SETUP, if set, replaces its venv/conda"
+    else:
+        environment = "MNIST_HPC_SETUP is run as shell code (module load ..., conda activate ...)"
+    return fill(sbatch_template(), {
+        "NAME": name, "DESCRIPTION": template.description,
+        "RENDER_ARGS": shlex.join([name, *(["--site", site.path] if site.path else [])]),
+        "SBATCH_LINES": "\n".join([*spec.sbatch_lines(), "#SBATCH --requeue", "#SBATCH --open-mode=append",
+                                    "#SBATCH --output=slurm-%x-%j.out"]),
+        "ENVIRONMENT": environment, "SITE_SETUP": "\n".join(site.setup_lines()),
+        "ACTIVATE": "\n".join([test, *(f"  {line}" for line in activate)]),
+        "COMMAND": shlex.join(spec.command()), "OUT": template.out, "LAUNCH": site.launch_line(spec.gpus_per_node),
+        "INTERRUPTED": str(INTERRUPTED_EXIT)})
 
 
 def launch_environment(base: dict[str, str] | None = None) -> dict[str, str]:

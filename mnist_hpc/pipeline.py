@@ -19,21 +19,43 @@ from . import data, distributed, models
 
 @dataclass(frozen=True)
 class ShardPlan:
-    steps_per_epoch: int
+    """A rank's epoch: ``steps_per_epoch`` batches (backward passes) of ``batch_size``, a whole
+    number of optimizer updates of ``backward_passes`` batches each."""
+
+    steps_per_epoch: int  # batches (backward passes) per rank and epoch: what optimizer.iterations counts
     batch_size: int
+    backward_passes: int = 1  # K: batches accumulated into one update (--backward-passes-per-step)
+
+    @property
+    def updates_per_epoch(self) -> int:
+        return self.steps_per_epoch // self.backward_passes
+
+    def global_batch(self, world_size: int) -> int:
+        """Images per optimizer update over all ranks: ranks x batch x K."""
+        return world_size * self.batch_size * self.backward_passes
 
 
-def shard_plan(n_items: int, world_size: int, batch_size: int) -> ShardPlan:
-    """Every rank runs the same number of steps: enough for the largest shard."""
-    return ShardPlan(math.ceil(math.ceil(n_items / world_size) / batch_size), batch_size)
+def shard_plan(n_items: int, world_size: int, batch_size: int, backward_passes: int = 1) -> ShardPlan:
+    """Every rank runs the same number of batches: enough for the largest shard, rounded up to whole
+    updates of ``backward_passes`` batches (the extra batches are weight-0 padding)."""
+    batches = math.ceil(math.ceil(n_items / world_size) / batch_size)
+    return ShardPlan(backward_passes * math.ceil(batches / backward_passes), batch_size, backward_passes)
 
 
 def step_budget(recipe: models.Recipe, plan: ShardPlan, world_size: int) -> tuple[int, int]:
-    """(epochs, optimizer steps per rank). A step budget counts at world size 1; N ranks share it."""
+    """(epochs, backward passes per rank). A step budget counts updates at world size 1 without
+    accumulation; N ranks accumulating K batches share it: ceil(steps / (N K)) updates of K passes."""
     if recipe.steps:
-        total_steps = math.ceil(recipe.steps / world_size)
+        updates = math.ceil(recipe.steps / (world_size * plan.backward_passes))
+        total_steps = updates * plan.backward_passes
         return math.ceil(total_steps / plan.steps_per_epoch), total_steps
     return recipe.epochs, recipe.epochs * plan.steps_per_epoch
+
+
+def evaluation_interval(plan: ShardPlan, fraction: float) -> int:
+    """Backward passes between two mid-epoch test evaluations: ``fraction`` of an epoch in whole
+    updates (at least one), so every evaluation sees the weights of a finished update."""
+    return max(1, round(fraction * plan.updates_per_epoch)) * plan.backward_passes
 
 
 def epoch_batches(n_items: int, world: distributed.World, plan: ShardPlan, epoch: int,
@@ -99,13 +121,16 @@ def training_dataset(split: data.Split, world: distributed.World, plan: ShardPla
     return epochs.flat_map(one_epoch).map(gather, num_parallel_calls=2).prefetch(2)
 
 
-def fit_batch_to_shard(recipe: models.Recipe, n_items: int, world: distributed.World) -> models.Recipe:
-    """A batch larger than a rank's shard is lowered to the shard (else one giant step per epoch,
-    mostly padding); rank 0 says so."""
+def fit_batch_to_shard(recipe: models.Recipe, n_items: int, world: distributed.World,
+                       backward_passes: int = 1) -> models.Recipe:
+    """A batch whose K accumulated passes exceed a rank's shard is lowered to ceil(shard / K) (else one
+    giant update per epoch, mostly padding); rank 0 says so."""
     shard_size = math.ceil(n_items / world.size)
-    if recipe.batch_size <= shard_size:
+    if recipe.batch_size * backward_passes <= shard_size:
         return recipe
+    lowered = math.ceil(shard_size / backward_passes)
     if world.is_root:
-        print(f"warning: --batch-size {recipe.batch_size} is more than each rank's shard of {shard_size} images "
-              f"on {world.size} ranks: using {shard_size}", file=sys.stderr)
-    return replace(recipe, batch_size=shard_size)
+        times = f" x --backward-passes-per-step {backward_passes}" if backward_passes > 1 else ""
+        print(f"warning: --batch-size {recipe.batch_size}{times} is more than each rank's shard of {shard_size} "
+              f"images on {world.size} ranks: using {lowered}", file=sys.stderr)
+    return replace(recipe, batch_size=lowered)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 
 PRIVATE_UMASK = 0o027  # directories 0750, files 0640: nothing for other users
 PRIVATE_FILE_MODE = 0o640  # for files created with an explicit mode (mkstemp makes 0600)
 RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
+SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "HOROVOD_SIZE", "SLURM_NTASKS")
 
 _held: list[IO[str]] = []  # keeps the lock file open for the life of the process
 
@@ -27,13 +29,20 @@ class RunDirInUse(RuntimeError):
     """Another live job holds the run directory; one line."""
 
 
-def launcher_rank(environ: dict[str, str] | None = None) -> int:
-    """This process's rank as the launcher (horovodrun, mpirun, srun) announces it, before MPI init."""
+def _announced(names: tuple[str, ...], default: int, environ: Mapping[str, str] | None) -> int:
+    """The first of ``names`` a launcher (horovodrun, mpirun, srun) set to a number, before MPI init."""
     environ = os.environ if environ is None else environ
-    for name in RANK_VARIABLES:
-        if environ.get(name, "").isdigit():
-            return int(environ[name])
-    return 0
+    return next((int(environ[name]) for name in names if environ.get(name, "").isdigit()), default)
+
+
+def launcher_rank(environ: Mapping[str, str] | None = None) -> int:
+    """This process's rank as the launcher announces it; 0 without one."""
+    return _announced(RANK_VARIABLES, 0, environ)
+
+
+def launcher_world_size(environ: Mapping[str, str] | None = None) -> int:
+    """The number of ranks the launcher started; 1 without one."""
+    return _announced(SIZE_VARIABLES, 1, environ)
 
 
 def _in_use(run_dir: Path, lock_file: IO[str]) -> RunDirInUse:
@@ -91,16 +100,63 @@ def atomic_path(path: Path, mode: int = PRIVATE_FILE_MODE) -> Iterator[Path]:
             os.fsync(written.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync(path.parent)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+            raise _naming(err, path) from err
         raise
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` (about a temporary name) as an OSError naming ``path``, the name the user knows."""
+    return OSError(err.errno, err.strerror or str(err), str(path))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_dir(path: Path, mode: int = 0o750) -> Iterator[Path]:
+    """:func:`atomic_path` for a folder (an exported SavedModel): a new temporary folder next to
+    ``path`` for the caller to fill. When the block ends, every file in it is fsynced and it takes
+    ``path``'s name. An older ``path`` is renamed aside first (``.NAME.*.old``) and removed after, or
+    put back if the rename fails: readers find the old folder or the new one, never half of one (a
+    crash between the two renames leaves the old one under its ``.old`` name). On any error the
+    temporary folder is removed, ``path`` keeps what it had, and an OSError names ``path``."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as err:
+        raise _naming(err, path) from err
+    old = path.parent / f"{tmp.name}.old"
+    try:
+        yield tmp
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                _fsync(Path(folder) / name)
+            _fsync(Path(folder))
+        os.chmod(tmp, mode)
+        replacing = path.exists()
+        if replacing:
+            os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if replacing:
+                os.rename(old, path)
+            raise
+        _fsync(path.parent)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise _naming(err, path) from err
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -111,6 +167,17 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def save_figure_atomic(figure: Any, path: Path) -> Path:
+    """A matplotlib figure as PNG at ``path``, atomically, then closed (its memory freed)."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)
+    return path
 
 
 def save_model_atomic(model: Any, path: Path) -> None:

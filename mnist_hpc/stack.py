@@ -27,14 +27,19 @@ class StackError(Exception):
     """The installed stack cannot run this toolkit; one line saying why and what to do."""
 
 
+def uses_legacy_keras_variable(versions: Callable[[str], str | None] | None = None) -> bool:
+    """True where TensorFlow (>= 2.16, or not yet installed) needs ``TF_USE_LEGACY_KERAS`` for Keras 2."""
+    tf_version = tensorflow_version(versions or installed)
+    return tf_version is None or _major_minor(tf_version) >= FIRST_KERAS3_TF
+
+
 def use_keras2(environ: dict[str, str] | None = None,
                versions: Callable[[str], str | None] | None = None) -> None:
     """Ask TensorFlow >= 2.16 for Keras 2 (tf-keras) as ``tf.keras``, unless the user set the variable.
 
     Older TensorFlow's own Keras is Keras 2, and there the variable would ask for tf-keras instead.
     """
-    tf_version = tensorflow_version(versions or installed)
-    if tf_version is None or _major_minor(tf_version) >= FIRST_KERAS3_TF:
+    if uses_legacy_keras_variable(versions):
         (os.environ if environ is None else environ).setdefault(LEGACY_KERAS, "1")
 
 

@@ -2,7 +2,7 @@
 
 Flow: data.load -> pipeline (sharded input) -> compiled.compile_model (Horovod-wrapped optimizer)
 -> fit with callbacks (exact validation, rank-0 checkpoints, stop agreement) -> evaluate.aggregated
-on the test set -> RUN_DIR/metrics.json + model.keras (rank 0).
+on the test set -> RUN_DIR/metrics.json + model.keras + saved_model/ (rank 0).
 Imported only after the command line is validated: it imports TensorFlow.
 """
 
@@ -18,10 +18,11 @@ from typing import Any
 
 import tensorflow as tf
 
-from . import checkpoint, compiled, data, distributed, evaluate, models, pipeline, precision, stack
-from .callbacks import (ExactValidation, RootCheckpoint, RunState, StepBudget, StopAgreement, TensorBoardLogs,
-                        TimeToTarget)
+from . import checkpoint, compiled, data, distributed, evaluate, export, models, pipeline, precision, stack
+from .callbacks import (ExactValidation, ProgressLine, RootCheckpoint, RunState, StepBudget, StopAgreement,
+                        TensorBoardLogs, TimeToTarget)
 from .config import DIVERGED_EXIT, INTERRUPTED_EXIT, Recipe, TrainConfig
+from .exitcode import ExitCode
 from .rundir import save_model_atomic, write_json_atomic
 from .stop import StopRequest
 
@@ -45,8 +46,8 @@ class RunMetrics:
     images_per_second: float  # images trained by this run / fit seconds
     wall_seconds: float  # in fit
     startup_seconds: float  # before fit: imports, Horovod init, data, model
-    global_batch_size: int
-    steps: int  # optimizer steps so far (per rank)
+    global_batch_size: int  # ranks x batch x backward_passes_per_step: images per optimizer update
+    steps: int  # optimizer updates so far (each of backward_passes_per_step batches per rank)
     recipe_settings: dict[str, Any]
     versions: dict[str, Any]
     slurm_job_id: str | None
@@ -56,6 +57,10 @@ class RunMetrics:
     # what Horovod read at init: the knobs (--fusion-threshold-mb, --cycle-time-ms, --timeline)
     # and the CPU-rank defaults, as this rank's environment held them
     horovod_environment: dict[str, str]
+    backward_passes_per_step: int  # K: local batches accumulated into one all-reduce and one update
+    learning_rate_scale: float  # global batch / the recipe's batch (1 with --no-scale-lr)
+    # with --target-accuracy: every test evaluation (each epoch, or each --eval-every fraction of one)
+    test_evaluations: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -63,27 +68,33 @@ class Schedule:
     """What a run trains, decided before the model exists (the same on every rank)."""
 
     recipe: Recipe  # the config's, with a batch larger than a shard lowered to it
-    plan: pipeline.ShardPlan  # steps per epoch and the batch of each rank
+    plan: pipeline.ShardPlan  # batches per epoch, the batch of each rank, batches per update (K)
     epochs: int
-    total_steps: int  # optimizer steps per rank
+    total_steps: int  # backward passes per rank (optimizer.iterations at the end): updates x K
     precision: str  # --precision with auto resolved for this hardware, among the model's precisions
+    eval_interval: int | None = None  # --eval-every in backward passes: mid-epoch test evaluations
 
 
 def schedule_for(config: TrainConfig, n_train: int, world: distributed.World) -> Schedule:
     spec = models.spec(config.model)
-    recipe = pipeline.fit_batch_to_shard(config.resolved_recipe(), n_train, world)
-    plan = pipeline.shard_plan(n_train, world.size, recipe.batch_size)
+    passes = config.backward_passes_per_step
+    recipe = pipeline.fit_batch_to_shard(config.resolved_recipe(), n_train, world, passes)
+    plan = pipeline.shard_plan(n_train, world.size, recipe.batch_size, passes)
     epochs, total_steps = pipeline.step_budget(recipe, plan, world.size)
     chosen = precision.choose_precision(config.precision, precision.gpu_compute_capability(tf), allowed=spec.precisions)
-    return Schedule(recipe, plan, epochs, total_steps, chosen)
+    evaluations = config.eval_every and config.target_accuracy
+    interval = pipeline.evaluation_interval(plan, config.eval_every) if evaluations else None
+    return Schedule(recipe, plan, epochs, total_steps, chosen, interval)
 
 
 def model_and_input(config: TrainConfig, schedule: Schedule, world: distributed.World, train_split: data.Split,
                     first_epoch: int = 0, horovod: bool = True) -> tuple[tf.keras.Model, tf.data.Dataset]:
     """The compiled model and its sharded input from ``first_epoch`` on: what ``train`` fits and
     ``bench throughput`` times (``horovod=False``: the plain-Keras baseline)."""
+    # a graph call ends at each mid-epoch evaluation (a step budget already ends one at each update)
+    per_call = schedule.eval_interval if schedule.eval_interval and not schedule.recipe.steps else None
     model = compiled.compile_model(config, schedule.recipe, schedule.precision, world, schedule.plan,
-                                   schedule.total_steps, horovod=horovod)
+                                   schedule.total_steps, steps_per_execution=per_call, horovod=horovod)
     dataset = pipeline.training_dataset(train_split, world, schedule.plan, first_epoch, schedule.epochs, config.seed,
                                         schedule.recipe.augment)
     return model, dataset
@@ -147,8 +158,8 @@ def run(config: TrainConfig, stop: StopRequest | None = None) -> int:
     startup_seconds = time.perf_counter() - t_start
     state.fit_start = time.perf_counter()
     if start_epoch < schedule.epochs and int(model.optimizer.iterations) < schedule.total_steps:
-        model.fit(dataset, epochs=schedule.epochs, initial_epoch=start_epoch,
-                  steps_per_epoch=schedule.plan.steps_per_epoch, callbacks=callbacks, verbose=2 if world.is_root else 0)
+        model.fit(dataset, epochs=schedule.epochs, initial_epoch=start_epoch,  # rank 0's ProgressLine says each epoch
+                  steps_per_epoch=schedule.plan.steps_per_epoch, callbacks=callbacks, verbose=0)
     fit_seconds = time.perf_counter() - state.fit_start
 
     # 5. evaluate: the test set, every image once over the ranks
@@ -174,10 +185,13 @@ def fit_callbacks(config: TrainConfig, schedule: Schedule, world: distributed.Wo
         hvd_callbacks.MetricAverageCallback(),  # Horovod: the logged loss/accuracy averaged over ranks
         ExactValidation(world, mnist.validation, plan, len(mnist.train), scorer, state),
     ]
+    if world.is_root:  # console output comes from rank 0 only
+        callbacks.append(ProgressLine(schedule.epochs, schedule.total_steps, plan.backward_passes, state))
     if config.target_accuracy:
-        callbacks.append(TimeToTarget(config.target_accuracy, world, mnist.test, scorer, state))
+        callbacks.append(TimeToTarget(config.target_accuracy, world, mnist.test, scorer, state, plan,
+                                      len(mnist.train), schedule.eval_interval))
     if world.is_root:
-        meta = {"model": config.model, "world_size": world.size,
+        meta = {"model": config.model, "world_size": world.size, "precision": schedule.precision,  # auto resolved
                 "config": json.loads(json.dumps(asdict(config), default=str))}
         callbacks.append(RootCheckpoint(run_dir / "checkpoints", meta, plan, config.keep_checkpoints, state))
     callbacks.append(StopAgreement(stop, world, state))
@@ -202,24 +216,30 @@ def run_metrics(config: TrainConfig, schedule: Schedule, world: distributed.Worl
         test_correct=test.correct if test else None, divergence=state.diverged,
         images_per_second=trained / fit_seconds if fit_seconds > 0 else 0.0,
         wall_seconds=fit_seconds, startup_seconds=startup_seconds,
-        global_batch_size=recipe.batch_size * world.size, steps=int(model.optimizer.iterations),
+        global_batch_size=schedule.plan.global_batch(world.size),
+        steps=int(model.optimizer.iterations) // schedule.plan.backward_passes,
         recipe_settings=asdict(recipe), versions=stack.versions(), slurm_job_id=os.environ.get("SLURM_JOB_ID"),
         target_accuracy=config.target_accuracy, time_to_target=state.time_to_target,
         hosts=distributed.gather_hostnames(),
-        horovod_environment={k: v for k, v in sorted(os.environ.items()) if k.startswith("HOROVOD_")})
+        horovod_environment={k: v for k, v in sorted(os.environ.items()) if k.startswith("HOROVOD_")},
+        backward_passes_per_step=schedule.plan.backward_passes,
+        learning_rate_scale=compiled.lr_scale(config, schedule.plan, world.size),
+        test_evaluations=[e for h in state.history for e in h.get("test_evaluations", [])])
 
 
 def report(metrics: RunMetrics, test: evaluate.Scores | None, config: TrainConfig, recipe: Recipe,
            world: distributed.World, scorer: tf.keras.Model, run_dir: Path, ckpt_dir: Path) -> int:
-    """Rank 0 writes model.keras and metrics.json and prints the outcome; every rank returns the exit code."""
+    """Rank 0 writes model.keras, saved_model/ and metrics.json and prints the outcome; every rank
+    returns the exit code."""
     ranks_agree = metrics.status != "ranks_disagree"
     if world.is_root:
         if metrics.divergence:  # model.keras and the checkpoints keep the last good weights
             write_json_atomic(run_dir / "metrics.json", asdict(metrics))
-            print(divergence_message(metrics.divergence, recipe, world.size, config.scale_lr, ckpt_dir),
+            print(divergence_message(metrics.divergence, recipe, world.size, metrics.learning_rate_scale, ckpt_dir),
                   file=sys.stderr)
             return DIVERGED_EXIT
         save_model_atomic(scorer, run_dir / "model.keras")
+        export.write(scorer, run_dir / export.NAME)  # the same weights for Keras 3 and plain TensorFlow
         write_json_atomic(run_dir / "metrics.json", asdict(metrics))
         print(f"{config.model}: test accuracy {metrics.test_accuracy:.4f} ({test.correct}/{test.count}) "
               f"on {world.size} rank(s) in {metrics.wall_seconds:.1f} s; run directory {run_dir.resolve()}")
@@ -229,14 +249,14 @@ def report(metrics: RunMetrics, test: evaluate.Scores | None, config: TrainConfi
     if metrics.divergence:
         return DIVERGED_EXIT
     if not ranks_agree:
-        return 1
-    return INTERRUPTED_EXIT if metrics.status == "interrupted" else 0
+        return ExitCode.FAILED
+    return INTERRUPTED_EXIT if metrics.status == "interrupted" else ExitCode.OK
 
 
-def divergence_message(diverged: dict[str, Any], recipe: Recipe, world_size: int, scale_lr: bool,
+def divergence_message(diverged: dict[str, Any], recipe: Recipe, world_size: int, lr_scale: float,
                        ckpt_dir: Path) -> str:
     """One line: where training diverged, the likely cause and the option to change."""
-    peak = recipe.lr * (world_size if scale_lr else 1)
+    peak = recipe.lr * lr_scale
     newest = checkpoint.candidates(ckpt_dir)
     kept = f"the last good checkpoint is {newest[0]}" if newest else "no checkpoint was written"
     return (f"error: training diverged in epoch {diverged['epoch']} (training loss {diverged['loss']}, validation loss "

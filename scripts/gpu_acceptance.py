@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -31,10 +30,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mnist_hpc import cli  # parse + validate only: no TensorFlow
+from mnist_hpc.exitcode import ExitCode
+
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = [sys.executable, str(REPO / "launchers" / "local.py")]
 NO_GPU = "no GPU visible to TensorFlow"
-SIGNAL_EPOCHS = 6  # signal-resume: TERM arrives in epoch 2 of these
+SIGNAL_EPOCHS = 1_000_000  # signal-resume: a budget no machine finishes, so TERM always lands mid-run
 
 
 @dataclass
@@ -55,7 +57,7 @@ def run(command: list[str], log: Path, timeout: float, **kwargs) -> subprocess.C
     """Run one command, its output kept in LOG; a non-zero status fails the step."""
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
     log.write_text(f"$ {' '.join(command)}\n{result.stdout}\n--- stderr ---\n{result.stderr}")
-    if result.returncode != 0:
+    if result.returncode != ExitCode.OK:
         tail = [line for line in result.stderr.splitlines() if line.strip()][-1:] or ["no output"]
         raise StepFailed(f"exit status {result.returncode}: {tail[0]} (log: {log})")
     return result
@@ -159,12 +161,11 @@ class Acceptance:
             raise StepFailed("train-ngpu left no model.keras")
         counts = {}
         for np in (1, self.gpus):
-            printed = run([*LOCAL, "--np", str(np), "evaluate", str(model_dir), *self.data],
+            printed = run([*LOCAL, "--np", str(np), "evaluate", str(model_dir), "--json", *self.data],
                           self.out / f"evaluate-np{np}.log", self.timeout).stdout
-            found = re.search(r"\((\d+)/(\d+)\)", printed)  # "... test accuracy 0.9925 (9925/10000), ..."
-            if not found:
-                raise StepFailed(f"evaluate printed no correct count: {printed.strip()[-200:]}")
-            counts[np] = int(found.group(1))
+            if "{" not in printed:
+                raise StepFailed(f"evaluate printed no JSON: {printed.strip()[-200:]}")
+            counts[np] = last_json(printed)["correct"]
         step.results = {"test_correct": counts}
         if len(set(counts.values())) != 1:
             raise StepFailed(f"correct counts differ across world sizes: {counts}")
@@ -191,10 +192,11 @@ class Acceptance:
 
     def signal_resume(self, step: Step) -> None:
         run_dir = self.out / "signal-resume"
-        command = [*LOCAL, "--np", str(self.gpus), "train", "--model", self.model, "--epochs", str(SIGNAL_EPOCHS),
-                   "--out", str(run_dir), *self.data, *self.train_args]
+        def command(epochs: int) -> list[str]:
+            return [*LOCAL, "--np", str(self.gpus), "train", "--model", self.model, "--epochs", str(epochs),
+                    "--out", str(run_dir), *self.data, *self.train_args]
         with open(self.out / "signal-resume-1.log", "w") as log:
-            job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            job = subprocess.Popen(command(SIGNAL_EPOCHS), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.monotonic() + self.timeout
             while not (run_dir / "checkpoints" / "ckpt-00001.npz").exists():  # signal in epoch 2
                 if job.poll() is not None or time.monotonic() > deadline:
@@ -206,12 +208,16 @@ class Acceptance:
             for pid in ranks:  # what SLURM's --signal / preemption does: TERM to every task
                 os.kill(pid, signal.SIGTERM)
             status = job.wait(timeout=self.timeout)
-        if status != 75:
-            raise StepFailed(f"after SIGTERM the run exited {status}, not 75 (checkpointed, requeue me)")
+        if status != ExitCode.INTERRUPTED:
+            raise StepFailed(f"after SIGTERM the run exited {status}, not {ExitCode.INTERRUPTED:d} (checkpointed, "
+                             "requeue me)")
         first = metrics(run_dir)["epochs_completed"]
-        resumed = run(command + ["--resume", "auto"], self.out / "signal-resume-2.log", self.timeout)
+        # what the requeued job runs: the same run, one epoch more than the signal left (a budget may change)
+        resumed = run(command(first + 1) + ["--resume", "auto"], self.out / "signal-resume-2.log", self.timeout)
         if "resumed from" not in resumed.stdout + resumed.stderr:
             raise StepFailed("the second run did not resume from the checkpoint")
+        if metrics(run_dir)["epochs_completed"] != first + 1:
+            raise StepFailed(f"the resumed run ended at epoch {metrics(run_dir)['epochs_completed']}, not {first + 1}")
         step.results = {"epochs_before_signal": first, "epochs_after_resume": metrics(run_dir)["epochs_completed"]}
 
     # ---------------------------------------------------------------- report
@@ -244,24 +250,46 @@ class Acceptance:
         (self.out / "report.md").write_text("\n".join(lines) + "\n")
         print(summary)
         print(f"report: {self.out / 'report.md'} and report.json")
-        return 1 if counts["failed"] else 0
+        return ExitCode.FAILED if counts["failed"] else ExitCode.OK
+
+
+def build_parser() -> cli.Parser:
+    parser = cli.Parser(prog="gpu_acceptance.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(f"runs/gpu-acceptance-{time.strftime('%Y%m%d-%H%M%S')}"),
+                        help="a new or empty folder for report.json, report.md and every step's logs "
+                        "(default: runs/gpu-acceptance-DATE-TIME)")
+    parser.add_argument("--steps", type=cli.positive_int, default=300,
+                        help="steps of the 1- and N-GPU trainings (default: %(default)s)")
+    parser.add_argument("--target", type=cli.accuracy, default=0.9925,
+                        help="test accuracy for time-to-target (default: %(default)s)")
+    parser.add_argument("--tta-epochs", type=cli.positive_int,
+                        help="epochs of time-to-target (default: the CNN recipe's)")
+    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_HPC_DATA, then ~/.cache/mnist_hpc)")
+    parser.add_argument("--step-timeout", type=cli.positive_float, default=3600,
+                        help="seconds each command may take (default: %(default)s)")
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The options, validated: a bad one is a cli.UsageError (one line, exit 2), before any step runs."""
+    args = build_parser().parse_args(argv)
+    cli.check_writable_dir(args.out, "--out")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise cli.UsageError(f"--out: {args.out} is not empty: choose a new folder (nothing is overwritten)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(f"runs/gpu-acceptance-{time.strftime('%Y%m%d-%H%M%S')}"))
-    parser.add_argument("--steps", type=int, default=300, help="steps of the 1- and N-GPU trainings")
-    parser.add_argument("--target", type=float, default=0.9925, help="test accuracy for time-to-target")
-    parser.add_argument("--tta-epochs", type=int, help="epochs of time-to-target (default: the CNN recipe's)")
-    parser.add_argument("--data-dir", help="MNIST folder (default: $MNIST_HPC_DATA, then ~/.cache/mnist_hpc)")
-    parser.add_argument("--step-timeout", type=float, default=3600, help="seconds per command")
-    args = parser.parse_args(argv)
-    if args.steps < 1 or not 0 < args.target < 1 or (args.tta_epochs is not None and args.tta_epochs < 1):
-        parser.error(f"--steps {args.steps} / --target {args.target} / --tta-epochs {args.tta_epochs}: "
-                     "need steps >= 1, 0 < target < 1 and tta-epochs >= 1")
-    if args.out.exists() and any(args.out.iterdir()):
-        parser.error(f"--out {args.out} is not empty: choose a new folder (nothing is overwritten)")
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args = parse(argv)
+    except cli.UsageError as err:
+        cli.print_error(err)
+        return ExitCode.USAGE
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # what os.access could not foresee (e.g. /proc): one line, as mnist-hpc does
+        cli.print_error(cli.os_error_line(err))
+        return ExitCode.FAILED
     return Acceptance(args.out.resolve(), args.steps, args.target, args.data_dir, args.step_timeout,
                       args.tta_epochs).run_all()
 

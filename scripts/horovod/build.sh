@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # build.sh - a Horovod wheel for one Python environment, built once and then reused.
 #
-#   scripts/horovod/build.sh PYTHON VERSION PATCH      prints the path of the wheel
+#   scripts/horovod/build.sh PYTHON VERSION PATCH [--cached]    prints the path of the wheel
 #
 #   PYTHON   the interpreter of the environment Horovod is for; its TensorFlow must be installed
 #   VERSION  the Horovod release (its sdist comes from the package index)
 #   PATCH    a patch file applied to the sdist (patch -p1), or `none`
+#   --cached only the cached wheel: its path, or exit 1 (nothing downloaded or built)
 #
 # Horovod ships no wheels and builds against the TensorFlow and the MPI it finds, so the wheel is
 # cached under a key of everything that shapes it: Horovod version, sdist hash, patch hash,
@@ -19,8 +20,8 @@
 # the HOROVOD_NCCL_*/HOROVOD_CUDA_HOME variables from the environment; they are part of the key.
 set -euo pipefail
 
-[ $# -eq 3 ] || { echo "usage: $0 PYTHON VERSION PATCH|none" >&2; exit 2; }
-PY=$1 VERSION=$2 PATCH=$3
+[ $# -eq 3 ] || { [ $# -eq 4 ] && [ "$4" = --cached ]; } || { echo "usage: $0 PYTHON VERSION PATCH|none [--cached]" >&2; exit 2; }
+PY=$1 VERSION=$2 PATCH=$3 CACHED_ONLY=${4:-}
 say() { echo "[horovod] $*" >&2; }
 die() { echo "[horovod] error: $*" >&2; exit 1; }
 
@@ -62,6 +63,7 @@ if wheel=$(ls "$cache"/horovod-*.whl 2>/dev/null | head -1) && [ -n "$wheel" ]; 
   echo "$wheel"
   exit 0
 fi
+[ -z "$CACHED_ONLY" ] || die "no cached wheel for key $key in $(dirname "$cache")"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/horovod-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -80,6 +80,11 @@ def test_measured_allreduce(tmp_path):
     result = json.loads(out.read_text())
     assert result["world_size"] == 2 and result["payload_bytes"] == 3_274_634 * 4
     assert result["seconds"] > 0 and result["bus_bandwidth_bytes_per_second"] > 0
+    # the ring model's link, solved from the same all-reduce at 4 KiB and 4 MiB, and its prediction checked
+    assert result["link"]["from_payloads"] == [4_096, 4_194_304]
+    assert result["link"]["latency"] >= 0 and result["link"]["bandwidth"] > 0
+    assert {"4096", "4194304", str(3_274_634 * 4)} <= set(result["seconds_by_payload"])
+    assert result["measured_over_model"] == pytest.approx(result["seconds"] / result["model_seconds"])
 
 
 SAME_GRAPH = """
@@ -90,10 +95,9 @@ import mnist_hpc
 from mnist_hpc import bench, config, data, distributed, train
 
 world = distributed.init()
-bench_config = bench.BenchConfig(model="cnn", batch_size=32, precision="fp16", warmup_steps=2, windows=1,
-                                 window_steps=3, data_dir=sys.argv[1])
-timed, timed_input = bench.model_and_input(bench_config, world, bench.training_split(bench_config, world))
-train_config = config.TrainConfig(model="cnn", batch_size=32, precision="fp16", seed=0, data_dir=sys.argv[1])
+train_config = config.TrainConfig(model="cnn", batch_size=32, precision="fp16", data_dir=sys.argv[1])
+bench_config = bench.BenchConfig(train_config, warmup_steps=2, windows=1, window_steps=3)
+timed, timed_input, _ = bench.model_and_input(bench_config, world, bench.training_split(bench_config, world))
 split = data.load(sys.argv[1], layout="image").train
 trained, trained_input = train.model_and_input(train_config, train.schedule_for(train_config, len(split), world),
                                                world, split)

@@ -8,11 +8,12 @@ from conftest import assert_one_line_error, cli, readline_within
 
 
 def test_a_second_job_on_the_same_run_dir_is_refused(tmp_path, mnist_dir):
-    """The lock is a flock held by a live rank 0; once that process is gone the directory is free."""
+    """The lock is a flock held by a live rank 0; once that process is gone the directory is free. The holder
+    holds it until the test closes its stdin (a state, not a time)."""
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from pathlib import Path; from mnist_hpc import rundir; "
-                               "rundir.claim(Path(sys.argv[1])); print('locked', flush=True); time.sleep(120)",
-                               str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+                               "import sys; from pathlib import Path; from mnist_hpc import rundir; "
+                               "rundir.claim(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.read()",
+                               str(tmp_path / "run")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert readline_within(holder.stdout, 60).strip() == "locked"
         result = cli("train", "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run"), "--epochs", "1")

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO, launch, metrics_of
 from mnist_hpc import stack
+from mnist_hpc.exitcode import ExitCode
 
 KERAS3_TF = stack._major_minor(stack.tensorflow_version()) >= stack.FIRST_KERAS3_TF
 needs_keras3_tf = pytest.mark.skipif(not KERAS3_TF, reason="TensorFlow < 2.16 has no Keras 3 to refuse "
@@ -106,7 +107,7 @@ def test_ranks_that_do_not_average_gradients_fail_the_run(tmp_path, mnist_dir):
     python_at = command.index(sys.executable)
     command[python_at + 1: python_at + 3] = ["-c", code]  # python -m mnist_hpc ARGS -> python -c CODE ARGS
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=launch_environment(), cwd=REPO)
-    assert result.returncode != 0, result.stdout[-2000:]
+    assert result.returncode == ExitCode.FAILED, result.stdout[-2000:]
     assert "ranks ended with different weights, so gradients were not averaged" in result.stderr
     metrics = metrics_of(run_dir)
     assert metrics["status"] == "ranks_disagree" and len(set(metrics["rank_weight_digests"])) == 2

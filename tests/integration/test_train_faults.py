@@ -12,11 +12,15 @@ from pathlib import Path
 
 from conftest import REPO, launch, metrics_of, rank_pids
 from mnist_hpc import checkpoint
+from mnist_hpc.exitcode import ExitCode
 
 LOCAL = [sys.executable, str(REPO / "launchers" / "local.py"), "--np", "2"]
 
 
-def start_training(run_dir: Path, mnist_dir: Path, epochs: int = 20) -> subprocess.Popen:
+NEVER_DONE = 100_000  # epochs: a budget no machine finishes, so a fault always lands mid-run
+
+
+def start_training(run_dir: Path, mnist_dir: Path, epochs: int = NEVER_DONE) -> subprocess.Popen:
     args = ["train", "--model", "simple", "--epochs", str(epochs), "--batch-size", "16", "--out", str(run_dir),
             "--data-dir", str(mnist_dir)]
     return subprocess.Popen([*LOCAL, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -28,6 +32,14 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, epoch: int = 1
     while not checkpoint.path_for(run_dir / "checkpoints", epoch).exists():
         assert process.poll() is None and time.monotonic() < deadline, "training ended before its checkpoint"
         time.sleep(0.05)
+
+
+def stop_ranks(run_dir: Path) -> None:
+    """SIGTERM to every rank of the training in ``run_dir``: what SLURM sends at a time limit or preemption."""
+    ranks = [pid for rank in "01" for pid in rank_pids({"OMPI_COMM_WORLD_RANK": rank}, marker=str(run_dir))]
+    assert len(ranks) == 2
+    for pid in ranks:
+        os.kill(pid, signal.SIGTERM)
 
 
 def test_one_dead_rank_ends_the_whole_local_job(tmp_path, mnist_dir):
@@ -46,9 +58,14 @@ def test_one_dead_rank_ends_the_whole_local_job(tmp_path, mnist_dir):
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode != 0
     assert "rank 1" in output, output[-2000:]
-    assert checkpoint.latest_valid(run_dir / "checkpoints") is not None  # still loadable
-    launch(2, "train", "--model", "simple", "--epochs", "3", "--out", str(run_dir), "--data-dir", str(mnist_dir))
-    assert [h["epoch"] for h in metrics_of(run_dir)["history"]] == [1, 2, 3]
+    found = checkpoint.latest_valid(run_dir / "checkpoints")  # still loadable
+    # running the command again resumes (one epoch more than the dead job had finished), not restarts
+    again = launch(2, "train", "--model", "simple", "--epochs", str(found.epoch + 1), "--batch-size", "16", "--out",
+                   str(run_dir), "--data-dir", str(mnist_dir))
+    assert f"resumed from {found.path} (epoch {found.epoch})" in again.stdout, again.stdout[-2000:]
+    history = metrics_of(run_dir)["history"]
+    assert [h["epoch"] for h in history] == list(range(1, found.epoch + 2))
+    assert history[:found.epoch] == found.meta["history"]  # the epochs before the death, kept as they were
 
 
 def test_sigterm_checkpoints_and_exits_with_the_requeue_status(tmp_path, mnist_dir):
@@ -56,17 +73,14 @@ def test_sigterm_checkpoints_and_exits_with_the_requeue_status(tmp_path, mnist_d
     job = start_training(run_dir, mnist_dir)
     try:
         wait_for_checkpoint(run_dir, job)
-        ranks = [pid for rank in "01" for pid in rank_pids({"OMPI_COMM_WORLD_RANK": rank}, marker=str(run_dir))]
-        assert len(ranks) == 2
-        for pid in ranks:  # what SLURM does at a time limit or preemption: TERM to every task
-            os.kill(pid, signal.SIGTERM)
+        stop_ranks(run_dir)
         output, _ = job.communicate(timeout=120)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode == 75, output[-2000:]
+    assert job.returncode == ExitCode.INTERRUPTED, output[-2000:]
     metrics = metrics_of(run_dir)
-    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] < 20
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] < NEVER_DONE
     newest = checkpoint.latest_valid(run_dir / "checkpoints")
     assert newest.epoch == metrics["epochs_completed"]  # the epoch it stopped at was checkpointed
     # what the requeued job runs: the same command resumes at the next epoch
@@ -95,22 +109,25 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_with_a_warning(tmp_path, 
 
 def test_a_second_real_training_on_the_same_out_is_refused(tmp_path, mnist_dir):
     """Two real trainings on one --out: the second stops in one line before any rank starts, and the
-    first finishes unharmed."""
+    first runs on unharmed. The first has a budget it cannot finish (a million epochs), so it is still
+    running when the second starts whatever the machine's speed; it is then stopped by SIGTERM."""
     run_dir = tmp_path / "run"
-    first = start_training(run_dir, mnist_dir, epochs=3)
+    first = start_training(run_dir, mnist_dir, epochs=1_000_000)
     try:
         wait_for_checkpoint(run_dir, first)
         second = launch(2, "train", "--model", "simple", "--epochs", "1", "--out", str(run_dir), "--data-dir",
                         str(mnist_dir), check=False, timeout=120)
-        output, _ = first.communicate(timeout=300)
+        assert first.poll() is None, "the first training ended while the second was refused"
+        stop_ranks(run_dir)
+        output, _ = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     lines = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
     assert second.returncode == 2 and len(lines) == 1 and "is in use by pid" in lines[0], second.stderr[-2000:]
     assert "mpirun" not in second.stdout
-    assert first.returncode == 0, output[-2000:]
+    assert first.returncode == 75, output[-2000:]  # stopped by the signal, after its checkpoint
     metrics = metrics_of(run_dir)
-    assert metrics["status"] == "completed" and [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
-
-
+    done = metrics["epochs_completed"]
+    assert metrics["status"] == "interrupted" and [h["epoch"] for h in metrics["history"]] == list(range(1, done + 1))
+    assert checkpoint.latest_valid(run_dir / "checkpoints").epoch == done

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, damage_data, launch, metrics_of, our_lines
-from mnist_hpc import checkpoint, rundir
+from mnist_hpc import checkpoint, export, rundir
+from mnist_hpc.exitcode import ExitCode
 
 def mnist_hpc(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mnist_hpc", *args], capture_output=True, text=True,
@@ -50,15 +51,26 @@ def good_run(tmp_path_factory, mnist_dir) -> Path:
     return run_dir
 
 
+def as_if_trained_with(path: Path, **settings) -> None:
+    """Rewrite the checkpoint at ``path`` as a run with these settings would have written it (a test
+    seam: the first epoch of a run at an absurd rate that happened to survive it, without training
+    one; a resume must repeat a run's own settings)."""
+    found = checkpoint.load(path)
+    path.unlink()
+    checkpoint.save(path.parent, {**found.meta, "config": {**found.meta["config"], **settings}},
+                    found.model_weights, found.optimizer_variables)
+
+
 def test_divergence_stops_every_rank_and_keeps_the_last_good_checkpoint(good_run, tmp_path, mnist_dir):
     run_dir = tmp_path / "diverging"
     subprocess.run(["cp", "-a", str(good_run), str(run_dir)], check=True)
+    as_if_trained_with(checkpoint.path_for(run_dir / "checkpoints", 1), lr=1e37)
     model_before = (run_dir / "model.keras").read_bytes()
     ckpt_before = checkpoint.path_for(run_dir / "checkpoints", 1).read_bytes()
     # resumed at epoch 1 with an absurd rate: the softmax logits overflow, the loss turns NaN in epoch 2
     result = launch(2, "train", "--model", "simple", "--epochs", "4", "--lr", "1e37", "--out", str(run_dir),
                     "--data-dir", str(mnist_dir), check=False, timeout=300)
-    assert result.returncode != 0, result.stdout[-2000:]
+    assert result.returncode == ExitCode.FAILED, result.stdout[-2000:]  # not 75: requeued, it would diverge again
     ours = [line for line in our_lines(result.stderr) if line.startswith("error:")]
     assert len(ours) == 1, result.stderr
     assert "error: training diverged in epoch 2" in ours[0] and "lower --lr" in ours[0] and "ckpt-00001.npz" in ours[0]
@@ -87,7 +99,8 @@ def test_an_exploding_but_finite_loss_is_not_divergence(tmp_path, mnist_dir):
 
 # ------------------------------------------------------------------ full disks, read-only and other OS errors
 def test_full_disk_during_training_is_one_line_and_damages_nothing(good_run, tmp_path, mnist_dir):
-    """Through the CLI: the first write that fails (here the TensorBoard log) ends the run in one line."""
+    """Through the CLI: the first write that fails (here the run's config.toml, written by rank 0 before
+    training starts) ends the run in one line."""
     with small_tmpfs(tmp_path / "disk", "4m") as disk:
         run_dir = disk / "run"
         subprocess.run(["cp", "-a", str(good_run), str(run_dir)], check=True)
@@ -95,10 +108,10 @@ def test_full_disk_during_training_is_one_line_and_damages_nothing(good_run, tmp
         fill(disk)
         result = mnist_hpc("train", "--model", "simple", "--epochs", "3", "--out", str(run_dir),
                            "--data-dir", str(mnist_dir))
-        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.returncode == ExitCode.FAILED, result.stdout + result.stderr
         lines = our_lines(result.stderr)
-        assert len(lines) == 1 and "resumed from" in result.stdout, lines
-        assert lines[-1].startswith(f"error: {run_dir}") and "No space left on device" in lines[-1], lines
+        assert len(lines) == 1, lines
+        assert lines[-1].startswith(f"error: {run_dir}/config.toml") and "No space left on device" in lines[-1], lines
         for name, content in before.items():  # everything already written reads back as it was
             if name.parts[0] != "tensorboard" and name.name != ".lock":
                 assert (run_dir / name).read_bytes() == content, name
@@ -107,7 +120,7 @@ def test_full_disk_during_training_is_one_line_and_damages_nothing(good_run, tmp
 
 
 def test_full_disk_for_checkpoint_metrics_and_model_leaves_the_old_files(good_run, tmp_path):
-    """The three writers of a run's state, on a real full file system: the old files stay whole."""
+    """The four writers of a run's state, on a real full file system: the old files stay whole."""
     import tensorflow as tf
 
     model = tf.keras.models.load_model(good_run / "model.keras", compile=False)
@@ -116,6 +129,8 @@ def test_full_disk_for_checkpoint_metrics_and_model_leaves_the_old_files(good_ru
         (disk / "metrics.json").write_text(json.dumps({"status": "completed"}))
         rundir.save_model_atomic(model, disk / "model.keras")
         model_bytes = (disk / "model.keras").read_bytes()
+        export.write(model, disk / export.NAME)
+        exported = {p: p.read_bytes() for p in (disk / export.NAME).rglob("*") if p.is_file()}
         first = checkpoint.save(disk / "checkpoints", good.meta, good.model_weights, good.optimizer_variables)
         first_bytes = first.read_bytes()
         fill(disk)
@@ -132,7 +147,13 @@ def test_full_disk_for_checkpoint_metrics_and_model_leaves_the_old_files(good_ru
             rundir.save_model_atomic(model, disk / "model.keras")
         assert json.loads((disk / "metrics.json").read_text()) == {"status": "completed"}
         assert (disk / "model.keras").read_bytes() == model_bytes
-        assert sorted(p.name for p in disk.iterdir()) == ["checkpoints", "filler", "metrics.json", "model.keras"]
+        with pytest.raises(OSError) as err:
+            export.write(model, disk / export.NAME)
+        assert err.value.filename == str(disk / export.NAME) and err.value.strerror == "No space left on device"
+        assert {p: p.read_bytes() for p in (disk / export.NAME).rglob("*") if p.is_file()} == exported
+        export.verify(disk / export.NAME)
+        assert sorted(p.name for p in disk.iterdir()) == ["checkpoints", "filler", "metrics.json", "model.keras",
+                                                          export.NAME]
 
 
 @pytest.mark.parametrize("case", ["read-only file system", "name too long", "parent is a file"])
@@ -141,12 +162,12 @@ def test_run_directory_os_errors_are_one_line(case, tmp_path, mnist_dir):
         ro = tmp_path / "ro"
         ro.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
-        out, expect = ro / "run", ("not writable", 2)
+        out, expect = ro / "run", ("not writable", ExitCode.USAGE)
     elif case == "name too long":
-        out, expect = tmp_path / ("x" * 300) / "run", ("File name too long", 1)
+        out, expect = tmp_path / ("x" * 300) / "run", ("File name too long", ExitCode.FAILED)
     else:
         (tmp_path / "file").write_text("")
-        out, expect = tmp_path / "file" / "run", ("is not a directory", 2)
+        out, expect = tmp_path / "file" / "run", ("is not a directory", ExitCode.USAGE)
     try:
         result = mnist_hpc("train", "--model", "simple", "--epochs", "1", "--out", str(out), "--data-dir",
                            str(mnist_dir), timeout=60)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from conftest import REPO
 from mnist_hpc import checkpoint
@@ -54,3 +58,64 @@ def newest_epoch(ckpt_dir: Path) -> int:
     names = checkpoint.candidates(ckpt_dir)  # by file name: the file itself may be pruned while we look
     return int(checkpoint.PATTERN.match(names[0].name).group(1)) if names else 0
 
+
+
+def job_processes(job_id: str) -> list[int]:
+    """The Python processes of a job's tasks on this machine (ranks, submitit's task processes): the
+    processes whose environment says SLURM_JOB_ID=job_id and whose program is a Python interpreter."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if (f"SLURM_JOB_ID={job_id}".encode() in environ and os.path.basename(argv[0]).startswith(b"python")
+                and not any(a.endswith(b"quiet.py") for a in argv)):  # (not the ranks' stderr filters: they ignore signals)
+            found.append(int(proc.name))
+    return found
+
+
+def await_pending(pids: list[int], signum: int, timeout: float = 60) -> None:
+    """Until ``signum`` is pending in every one of the (stopped) processes ``pids``: /proc/PID/status's
+    SigPnd (this thread) or ShdPnd (the process)."""
+    bit, deadline = 1 << (signum - 1), time.monotonic() + timeout
+    while True:
+        waiting = []
+        for pid in pids:
+            fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if ":\t" in line)
+            if not (int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)) & bit:
+                waiting.append(pid)
+        if not waiting:
+            return
+        assert time.monotonic() < deadline, f"signal {signum} not delivered to {waiting} within {timeout} s"
+        time.sleep(0.05)
+
+
+def await_checkpoint(path: Path, alive, timeout: float = 300) -> None:
+    """Until ``path`` (an epoch checkpoint) exists; ``alive()`` must hold meanwhile. Polls every 20 ms:
+    the tests that follow it freeze the run at once."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline and alive(), f"no {path} after {timeout} s"
+        time.sleep(0.02)
+
+
+@contextmanager
+def frozen(job_id: str) -> Iterator[list[int]]:
+    """The job's Python processes stopped (SIGSTOP) for the block, continued after it. A signal sent
+    meanwhile waits for them: it lands in the epoch that was running, however fast the machine is,
+    instead of racing the run's remaining epochs."""
+    pids = job_processes(job_id)
+    assert pids, f"no process of job {job_id} on this machine"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass

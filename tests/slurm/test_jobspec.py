@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, damage_data, metrics_of, rank_pids
-from slurm.helpers import FINAL_STATES, job_state, newest_epoch, sbatch, submit, wait_for
+from slurm.helpers import FINAL_STATES, await_checkpoint, await_pending, frozen, job_state, newest_epoch, sbatch, submit, wait_for
 from mnist_hpc import checkpoint, jobspec
 
 pytestmark = pytest.mark.slurm
@@ -33,7 +34,28 @@ def test_train_simple_template(slurm_env, tmp_path):
 
 
 def test_train_cnn_template_runs_on_two_nodes(slurm_env, tmp_path):
-    job = sbatch(REPO / "slurm" / "train_cnn.sbatch", slurm_env, tmp_path, MNIST_HPC_ARGS="--steps 200")
+    """The README's quick start: render the job script with `mnist-hpc slurm render`, submit it with sbatch."""
+    script = tmp_path / "train_cnn.sbatch"
+    render = [sys.executable, "-m", "mnist_hpc", "slurm", "render", "train_cnn", "--time", "30"]
+    script.write_text(subprocess.run(render, capture_output=True, text=True, check=True, timeout=60).stdout)
+    job = sbatch(script, slurm_env, tmp_path, MNIST_HPC_ARGS="--steps 200")
+    assert wait_for(job, slurm_env) == "COMPLETED", (tmp_path / f"slurm-mnist-cnn-{job}.out").read_text()
+    metrics = metrics_of(tmp_path / "runs" / f"mnist-cnn-{job}")
+    assert metrics["world_size"] == 2 and sorted(metrics["hosts"]) == ["node1", "node2"]
+    assert metrics["test_accuracy"] >= 0.9
+
+
+def test_a_job_rendered_from_the_generic_site_profile_trains_on_two_nodes(slurm_env, tmp_path):
+    """slurm/sites/generic-pmix.toml, rendered as a user would, submitted as it is (the local cluster's
+    Open MPI speaks PMIx only: pmi2 there fails with 'OMPI was not built with SLURM's PMI support')."""
+    rendered = subprocess.run([sys.executable, "-m", "mnist_hpc", "slurm", "render", "train_cnn", "--site",
+                               str(REPO / "slurm" / "sites" / "generic-pmix.toml")],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+    assert '\nsrun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" ' in rendered
+    assert "#SBATCH --time=01:00:00\n" in rendered and "\nexport TF_CPP_MIN_LOG_LEVEL=2\n" in rendered
+    script = tmp_path / "cnn.sbatch"
+    script.write_text(rendered)
+    job = sbatch(script, slurm_env, tmp_path, MNIST_HPC_ARGS="--steps 200")
     assert wait_for(job, slurm_env) == "COMPLETED", (tmp_path / f"slurm-mnist-cnn-{job}.out").read_text()
     metrics = metrics_of(tmp_path / "runs" / f"mnist-cnn-{job}")
     assert metrics["world_size"] == 2 and sorted(metrics["hosts"]) == ["node1", "node2"]
@@ -46,11 +68,11 @@ def test_signal_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
     job = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path,
                  MNIST_HPC_ARGS="--epochs 4 --batch-size 16")
     run_dir = tmp_path / "runs" / f"mnist-simple-{job}"
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoints" / "ckpt-00001.npz").exists():
-        assert time.monotonic() < deadline and job_state(job, slurm_env) in {"PENDING", "RUNNING"}
-        time.sleep(0.2)
-    subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True, env=slurm_env)
+    await_checkpoint(run_dir / "checkpoints" / "ckpt-00001.npz",
+                     lambda: job_state(job, slurm_env) in {"PENDING", "RUNNING"})
+    with frozen(job) as ranks:  # the ranks stopped in epoch 2: the signal lands mid-run, not after the last epoch
+        subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True, env=slurm_env)
+        await_pending(ranks, signal.SIGUSR1)  # the batch shell (not frozen) has forwarded it through srun
     assert wait_for(job, slurm_env) == "COMPLETED"
     log = (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
     assert "caught USR1" in log and "requeueing job" in log and "(restart 1)" in log, log
@@ -125,11 +147,12 @@ def test_a_dead_rank_fails_the_sbatch_job_fast_and_a_resubmission_resumes(slurm_
     assert time.monotonic() - killed < 60
     log = (tmp_path / f"slurm-mnist-simple-{job}.out").read_text()
     assert "task 1" in log, log[-2000:]  # srun names the failed rank
+    newest = checkpoint.latest_valid(run_dir / "checkpoints").epoch  # however far the dead job got
     again = sbatch(REPO / "slurm" / "train_simple.sbatch", slurm_env, tmp_path, "--nodes=2",
-                   MNIST_HPC_ARGS="--epochs 3", MNIST_HPC_RUN_DIR=str(run_dir))
+                   MNIST_HPC_ARGS=f"--epochs {newest + 1} --batch-size 16", MNIST_HPC_RUN_DIR=str(run_dir))
     assert wait_for(again, slurm_env) == "COMPLETED"
     assert "resumed from" in (tmp_path / f"slurm-mnist-simple-{again}.out").read_text()
-    assert [h["epoch"] for h in metrics_of(run_dir)["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in metrics_of(run_dir)["history"]] == list(range(1, newest + 2))
 
 
 def test_hostile_values_in_real_submissions_execute_nothing(slurm_env, tmp_path):
@@ -162,6 +185,32 @@ def test_scaling_sweep_script_and_its_report_job(slurm_env, tmp_path):
     assert [r["workers"] for r in rows] == [1, 2]
     assert sorted(json.loads((sweep_dir / "np2.json").read_text())["hosts"]) == ["node1", "node2"]
     assert (sweep_dir / "throughput.png").is_file() and (sweep_dir / "report.md").is_file()
+
+
+def test_scaling_sweep_script_with_a_site_profile(slurm_env, tmp_path):
+    """--site: the benchmark script is rendered from the profile into the sweep folder, and the report job
+    takes the benchmarks' partition and environment section (here the profile's venv: no MNIST_HPC_SETUP)."""
+    site = tmp_path / "site.toml"
+    site.write_text(f'partition = "debug"\nvenv = "{Path(sys.executable).parent.parent}"\n'  # before its [environment]
+                    + (REPO / "slurm" / "sites" / "generic-pmix.toml").read_text())
+    sweep_dir = tmp_path / "sweep"
+    env = {k: v for k, v in slurm_env.items() if k != "MNIST_HPC_SETUP"}
+    result = subprocess.run([str(REPO / "slurm" / "scaling_sweep.sh"), "--site", str(site), "1", "2"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                            env={**env, "MNIST_HPC_SWEEP_DIR": str(sweep_dir), "MNIST_HPC_PYTHON": sys.executable,
+                                 "MNIST_HPC_ARGS": "--model simple --synthetic --warmup-steps 2 --windows 3 --window-steps 5"})
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --partition=debug\n" in (sweep_dir / "bench.sbatch").read_text()
+    assert "#SBATCH --partition=debug\n" in (sweep_dir / "report.sbatch").read_text()
+    report_job = result.stdout.split("submitted report: job ")[1].split()[0]
+    assert wait_for(report_job, slurm_env) == "COMPLETED", list(sweep_dir.iterdir())
+    assert [r["workers"] for r in json.loads((sweep_dir / "report.json").read_text())] == [1, 2]
+    refused = subprocess.run([str(REPO / "slurm" / "scaling_sweep.sh"), "--site", str(tmp_path / "nope.toml"), "1"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                             env={**env, "MNIST_HPC_SWEEP_DIR": str(tmp_path / "never"), "MNIST_HPC_PYTHON": sys.executable})
+    assert refused.returncode == 2 and not (tmp_path / "never").exists()
+    assert refused.stderr.strip().splitlines() == [f"error: --site {tmp_path / 'nope.toml'}: cannot read it "
+                                                   "(No such file or directory)"], refused.stderr
 
 
 def test_readme_gpu_examples_render_as_documented(slurm_env, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from conftest import REPO, damage_data, metrics_of, rank_pids, readline_within
-from slurm.helpers import submit, wait_for
+from slurm.helpers import await_checkpoint, await_pending, frozen, submit, wait_for
 
 pytestmark = pytest.mark.slurm
 def test_submitit_launcher_trains_on_two_nodes(slurm_env, tmp_path):
@@ -28,26 +29,44 @@ def test_submitit_reports_a_crashed_rank(slurm_env, tmp_path):
     launcher = subprocess.Popen(
         [sys.executable, str(REPO / "launchers" / "submit.py"), "--nodes", "2", "--time", "10",
          "--folder", str(tmp_path / "logs"), "--wait", "--wait-timeout", "300", "--", "--model", "simple",
-         "--epochs", "20", "--batch-size", "16", "--out", str(tmp_path / "run")],
+         "--epochs", "1000000", "--batch-size", "16", "--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_env, cwd=tmp_path)
     first_line = readline_within(launcher.stdout, 120)
     job = first_line.split()[2].rstrip(";")
     deadline = time.monotonic() + 300
     victims: list[int] = []
-    while not (victims and (tmp_path / "run" / "tensorboard").exists()):  # rank 1 is up and fit has begun
+    # rank 1 is up and training is under way (a budget it cannot finish: no race with the machine's speed)
+    while not (victims and (tmp_path / "run" / "checkpoints" / "ckpt-00001.npz").exists()):
         assert time.monotonic() < deadline and launcher.poll() is None, first_line
         time.sleep(0.2)
         victims = rank_pids({"SLURM_JOB_ID": job, "SLURM_PROCID": "1"}, marker=str(tmp_path))
-    time.sleep(2)  # mid-epoch (20 epochs of batch 16 take minutes)
     killed_at = time.monotonic()
     for pid in victims:
         __import__("os").kill(pid, 9)
+    assert wait_for(job, slurm_env, timeout=120) == "FAILED"
+    assert time.monotonic() - killed_at < 60  # the README: FAILED within 60 s, as under sbatch
     out, err = launcher.communicate(timeout=300)
     assert launcher.returncode == 1, out + err
+    # --wait learns it from submitit, which asks SLURM (sacct) at most once a minute: within a minute more
     assert time.monotonic() - killed_at < 120
     assert f"job {job} failed" in err and "logs:" in err and str(tmp_path / "logs") in err
-    assert wait_for(job, slurm_env, timeout=60) == "FAILED"
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_wait_timeout_cancels_the_job(slurm_env, tmp_path):
+    """--wait gives up after --wait-timeout seconds: it cancels the job, says so in one line and exits 1.
+    The training (a step budget no machine finishes in minutes) outlasts the timeout by construction."""
+    result = submit("--nodes", "2", "--time", "10", "--folder", str(tmp_path / "logs"), "--wait",
+                    "--wait-timeout", "10", "--", "--model", "simple", "--steps", "100000000", "--batch-size", "16",
+                    "--out", str(tmp_path / "run"), env=slurm_env, cwd=tmp_path, timeout=300)
+    job = result.stdout.split()[2].rstrip(";")  # "submitted job N; ..."
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"job {job}: no result after 10 s, cancelled; logs: " in result.stderr, result.stderr
+    assert wait_for(job, slurm_env, timeout=120) == "CANCELLED"
+    # scancel sends SIGTERM: a run already training stops at its next step and records itself as interrupted
+    # (resumable); one still starting when the job is cancelled writes nothing. Never a completed run.
+    metrics = tmp_path / "run" / "metrics.json"
+    assert not metrics.exists() or metrics_of(tmp_path / "run")["status"] == "interrupted"
 
 
 def test_submitit_preemption_requeues_and_resumes(slurm_env, tmp_path):
@@ -62,11 +81,10 @@ def test_submitit_preemption_requeues_and_resumes(slurm_env, tmp_path):
     try:
         first_line = readline_within(launcher.stdout, 120)
         job = first_line.split()[2].rstrip(";")
-        deadline = time.monotonic() + 300
-        while not (run_dir / "checkpoints" / "ckpt-00001.npz").exists():
-            assert time.monotonic() < deadline and launcher.poll() is None, first_line
-            time.sleep(0.2)
-        subprocess.run(["scancel", "--signal=USR2", job], check=True, env=slurm_env)
+        await_checkpoint(run_dir / "checkpoints" / "ckpt-00001.npz", lambda: launcher.poll() is None)
+        with frozen(job) as ranks:  # the tasks stopped in epoch 2: USR2 lands mid-run, not after the last epoch
+            subprocess.run(["scancel", "--signal=USR2", job], check=True, env=slurm_env)
+            await_pending(ranks, signal.SIGUSR2)
         out, err = launcher.communicate(timeout=600)
     finally:
         if launcher.poll() is None:

@@ -36,7 +36,7 @@ TRAIN_FLAGS = ["--model", "--recipe", "--epochs", "--steps", "--batch-size", "--
                "--fp16-allreduce", "--keep-checkpoints", "--threads", "--fusion-threshold-mb", "--cycle-time-ms",
                "--timeline", "--target-accuracy"]
 RESOURCE_FLAGS = ["--job-name", "--nodes", "--ntasks-per-node", "--gpus-per-node", "--cpus-per-task", "--time",
-                  "--partition", "--account"]
+                  "--partition", "--account", "--site"]
 BENCH_FLAGS = ["--model", "--batch-size", "--synthetic", "--warmup-steps", "--windows", "--window-steps",
                "--precision", "--threads", "--fusion-threshold-mb", "--cycle-time-ms", "--fp16-allreduce",
                "--timeline", "--data-dir", "--out", "throughput", "peak", "allreduce", "report"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mnist_hpc import data
+from mnist_hpc.exitcode import ExitCode
 
 
 # ------------------------------------------------------------------ facts from shared/data/mnist/README.md
@@ -106,20 +107,22 @@ def _cli(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "mnist_hpc", *args], capture_output=True, text=True, **kwargs)
 
 
-def test_cli_verify_good_and_flipped(mnist_dir, mnist_copy):
-    assert _cli("data", "verify", "--dir", str(mnist_dir)).returncode == 0
+def test_cli_verify_good_flipped_and_missing(mnist_dir, mnist_copy, tmp_path):
+    """Missing or damaged files are an input error, as for train --data-dir: 2 and one line."""
+    assert _cli("data", "verify", "--dir", str(mnist_dir)).returncode == ExitCode.OK
     _flip_byte_in_gz(mnist_copy / "train-labels-idx1-ubyte.gz", offset=100)
-    bad = _cli("data", "verify", "--dir", str(mnist_copy))
-    assert bad.returncode != 0
-    lines = bad.stderr.strip().splitlines()
-    assert len(lines) == 1 and "train-labels-idx1-ubyte.gz" in lines[0]
+    for folder, fragment in ((mnist_copy, "train-labels-idx1-ubyte.gz"), (tmp_path / "none", "MNIST not found")):
+        bad = _cli("data", "verify", "--dir", str(folder))
+        assert bad.returncode == ExitCode.USAGE, bad.stderr
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --dir: ") and fragment in lines[0], bad.stderr
 
 
 # ------------------------------------------------------------------ downloader, against a real HTTP server
 def test_fetch_with_only_bad_mirrors_leaves_nothing_behind(http_root, mnist_dir, tmp_path):
     root, base = http_root
     for f in mnist_dir.glob("*.gz"):
-        shutil.copy(f, root / f.name)
+        shutil.copyfile(f, root / f.name)  # writable copies, whatever the mode of the originals
     _flip_byte_in_gz(root / "train-labels-idx1-ubyte.gz")
     target = tmp_path / "fetched"
     with pytest.raises(data.DataError, match="train-labels-idx1-ubyte.gz"):
@@ -140,10 +143,60 @@ def test_fetch_accepts_the_mirrors_md5(http_root, tmp_path, monkeypatch):
     assert (tmp_path / "d" / "x.gz").read_bytes() == payload
 
 
-def test_cli_fetch_offline_is_one_line(tmp_path):
+def test_cli_fetch_offline_is_a_one_line_runtime_failure(tmp_path):
+    """No mirror reachable: the command could not do its work (1), the input was fine."""
     result = _cli("data", "fetch", "--dir", str(tmp_path / "d"), "--mirror", "http://127.0.0.1:9/")
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1 and "could not fetch" in result.stderr
+    assert result.returncode == ExitCode.FAILED, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: data fetch: could not fetch"), result.stderr
+
+
+def test_progress_lines_come_every_tenth_or_every_second():
+    """At most one line per further 10% of the Content-Length, or per second when the bytes come
+    slowly (a clock the test advances; no real time involved)."""
+    now = [0.0]
+    lines = []
+    progress = data.Progress("f.gz", 1000, lines.append, clock=lambda: now[0])
+    for _ in range(20):  # 50 bytes at once, instantly: a line at each tenth
+        progress.advance(50)
+    assert lines == [f"f.gz: {n:,} / 1,000 bytes ({n // 10}%)" for n in range(100, 1001, 100)]
+    lines.clear()
+    slow = data.Progress("g.gz", 10_000, lines.append, clock=lambda: now[0])
+    for _ in range(4):  # 10 bytes per 0.5 s: far below a tenth, so a line each second
+        now[0] += 0.5
+        slow.advance(10)
+    assert lines == ["g.gz: 20 / 10,000 bytes (0%)", "g.gz: 40 / 10,000 bytes (0%)"]
+    lines.clear()
+    unknown = data.Progress("h.gz", None, lines.append, clock=lambda: now[0])
+    unknown.advance(5)
+    now[0] += 1
+    unknown.advance(5)
+    assert lines == ["h.gz: 10 bytes"]
+
+
+def test_cli_fetch_reports_each_files_progress_on_stderr(http_root, mnist_dir, tmp_path):
+    """Against a real HTTP server: per file, bytes so far / the Content-Length, then a final line;
+    the result on stdout."""
+    root, base = http_root
+    for f in mnist_dir.glob("*.gz"):
+        shutil.copy(f, root / f.name)
+    target = tmp_path / "fetched"
+    result = _cli("data", "fetch", "--dir", str(target), "--mirror", base, timeout=120)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert result.stdout == f"MNIST OK in {target}\n"
+    lines = result.stderr.splitlines()
+    for stem in data.FILES:
+        name, size = f"{stem}.gz", (mnist_dir / f"{stem}.gz").stat().st_size
+        shown = [line for line in lines if line.startswith(f"{name}: ")]
+        done = [int(line.split(": ")[1].split(" / ")[0].replace(",", "")) for line in shown]
+        assert shown and all(f" / {size:,} bytes (" in line for line in shown), (name, lines)
+        assert done == sorted(set(done)) and done[-1] <= size, shown
+        final = [line for line in lines if line.startswith(f"fetched {base}/{name}: {size:,} bytes in ")]
+        assert len(final) == 1 and lines.index(final[0]) > lines.index(shown[-1]), lines
+    # a tenth of the 9.9 MB training images at a time: at least 9 lines, whatever the speed
+    assert len([line for line in lines if line.startswith("train-images-idx3-ubyte.gz: ")]) >= 9
+    for f in mnist_dir.glob("*.gz"):
+        assert (target / f.name).read_bytes() == f.read_bytes()
 
 
 # ------------------------------------------------------------------ sharding

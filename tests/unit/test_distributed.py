@@ -61,6 +61,12 @@ def test_threads_follow_a_bound_affinity_mask():
     assert distributed.cpus_per_rank(2, {}, {0, 1, 2, 3}, 16) == 4
 
 
+def test_the_threads_option_wins_over_slurm_and_the_mask(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert distributed.intra_op_threads_for(None, 4) == 6
+    assert distributed.intra_op_threads_for(3, 4) == 3  # --threads 3
+
+
 def test_threads_split_an_unbound_node():
     assert distributed.cpus_per_rank(2, {}, {0, 1}, 2) == 1
     assert distributed.cpus_per_rank(4, {}, set(range(16)), 16) == 4

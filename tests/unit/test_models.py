@@ -82,26 +82,38 @@ def test_a_registry_entry_is_all_the_rest_of_the_toolkit_needs(registered_tiny):
     from mnist_hpc import cli, config
 
     parser = cli.build_parser()
-    args = parser.parse_args(["train", "--model", "tiny", "--precision", "bf16"])
-    cli.check_model_choices(args)  # its own recipes and precisions
-    assert config.TrainConfig(model="tiny").resolved_recipe() == TINY.recipes["default"]
+    def config_of(*argv):
+        return cli.config_from_args(parser.parse_args(["train", *argv]))
+
+    cli.check_model_choices(config_of("--model", "tiny", "--precision", "bf16"))  # its own recipes and precisions
+    # its own recipe, with Adam's beta_1 written out as Keras's default
+    assert config.TrainConfig(model="tiny").resolved_recipe() == __import__("dataclasses").replace(
+        TINY.recipes["default"], adam_beta1=models.ADAM_BETA1)
     with pytest.raises(cli.UsageError, match="--recipe: seed is not a recipe of model tiny .allowed: default."):
-        cli.check_model_choices(parser.parse_args(["train", "--model", "tiny", "--recipe", "seed"]))
+        cli.check_model_choices(config_of("--model", "tiny", "--recipe", "seed"))
     with pytest.raises(cli.UsageError, match="fp16 applies to cnn; tiny trains in fp32/bf16"):
-        cli.check_model_choices(parser.parse_args(["train", "--model", "tiny", "--precision", "fp16"]))
-    assert parser.parse_args(["bench", "throughput", "--model", "tiny"]).model == "tiny"
+        cli.check_model_choices(config_of("--model", "tiny", "--precision", "fp16"))
+    assert cli.bench_config_from_args(parser.parse_args(["bench", "throughput", "--model", "tiny"])).run.model == "tiny"
     model = models.build("tiny")
     assert model.count_params() == TINY.parameters and models.layout_of(model) == "flat"
 
 
-def test_every_entry_is_complete_and_its_facts_hold():
-    assert models.names() == ("simple", "cnn")
+@pytest.mark.parametrize("added", [False, True], ids=["built-in", "with-an-added-model"])
+def test_every_entry_is_complete_and_its_facts_hold(added, request):
+    """The two built-in networks come first with their facts; a model added as the README shows
+    (its "Adding a model") is held to the same rules and does not break this test."""
+    if added:
+        request.getfixturevalue("registered_tiny")
+    assert models.names()[:2] == ("simple", "cnn") and len(models.names()) == 2 + added
+    assert (models.spec("simple").parameters, models.spec("cnn").parameters) == (7_850, 3_274_634)
     for spec in models.REGISTRY.values():
         model = spec.build("float32", 0, "tutorial")
         assert model.name == spec.name and model.input_shape[1:] == spec.input_shape
         assert model.count_params() == spec.parameters
-        assert {"default", "seed"} <= set(spec.recipes) and spec.mflop_per_image > 0
+        assert "default" in spec.recipes and spec.mflop_per_image > 0
         assert set(spec.precisions) <= {"fp32", "bf16", "fp16"} and "fp32" in spec.precisions
+    for name in ("simple", "cnn"):  # the built-ins also carry the TensorFlow tutorial as published
+        assert {"default", "seed"} <= set(models.spec(name).recipes)
 
 
 def test_an_entry_without_a_default_recipe_or_with_an_unknown_layout_is_refused():
@@ -110,3 +122,36 @@ def test_an_entry_without_a_default_recipe_or_with_an_unknown_layout_is_refused(
     with pytest.raises(ValueError, match="layout 'grid' is not one of flat, image"):
         models.register(models.ModelSpec("x", tiny, layout="grid", recipes={"default": TINY.recipes["default"]}))
     assert "x" not in models.REGISTRY
+
+
+def test_the_recipes_are_the_readmes_table():
+    """The README's recipe table, cell by cell: optimizer, rate, batch, budget, schedule, init, shifts."""
+    R = models.Recipe
+    assert models.spec("simple").recipes == {"seed": R("sgd", 0.5, 100, steps=1_000),
+                                             "default": R("sgd", 1.0, 256, epochs=30, schedule="cosine")}
+    cnn = models.spec("cnn").recipes
+    assert cnn["seed"] == R("adam", 1e-4, 50, steps=20_000, init="tutorial")
+    assert cnn["default"] == R("adam", 1e-3, 128, epochs=15, schedule="cosine", warmup_epochs=0.25, augment=2,
+                               init="he")
+    assert cnn["large-batch"] == R("adam", 1e-3, 128, epochs=12, schedule="cosine", warmup_epochs=3.0, augment=2,
+                                   init="he", lr_rule="sqrt")
+    assert "large-batch" not in models.spec("simple").recipes
+
+
+def test_dropout_and_adam_beta1_reach_the_compiled_model():
+    """--dropout sets the CNN's dropout layer (0.5, the tutorial's, when not given), --adam-beta1 Adam's
+    beta_1 (Keras's 0.9 when not given); both are recipe settings, so a resume must repeat them."""
+    from mnist_hpc import compiled, distributed, pipeline, runconfig
+    from mnist_hpc.config import TrainConfig
+
+    world = distributed.World(0, 1, 0, 1)
+    plan = pipeline.shard_plan(55_000, 1, 128)
+    for given, rate, beta in (({}, 0.5, 0.9), ({"dropout": 0.2, "adam_beta1": 0.8}, 0.2, 0.8)):
+        config = TrainConfig(model="cnn", **given)
+        model = compiled.compile_model(config, config.resolved_recipe(), "fp32", world, plan, total_steps=10,
+                                       horovod=False)
+        assert model.get_layer("dropout").rate == rate and float(model.optimizer.beta_1) == pytest.approx(beta)
+    assert {"dropout", "adam_beta1"} <= set(runconfig.RECIPE_SETTINGS)
+    with pytest.raises(runconfig.RunConfigError, match="--dropout 0.5 there, 0.2 now"):
+        runconfig.check_resumable({"model": "cnn", "epoch": 1, "config": __import__("dataclasses").asdict(
+            TrainConfig(model="cnn", out="r"))}, TrainConfig(model="cnn", dropout=0.2, out="r"), "r")
