@@ -98,7 +98,7 @@ def rank_pids(match: dict[str, str], marker: str = "python") -> list[int]:
 
 
 # ------------------------------------------------------------------ CI cannot quietly test less
-MINIMUM_TESTS = 771  # the whole suite collects at least this many; fewer means something was dropped
+MINIMUM_TESTS = 772  # the whole suite collects at least this many; fewer means something was dropped
 
 
 def _whole_suite(config) -> bool:

@@ -1,8 +1,10 @@
 """The pins: one place per stack (stacks/*.txt), and everything a user installs from agrees with it."""
 
+import os
 import re
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -78,8 +80,8 @@ def test_fallback_check_runs_the_fallback_tests_on_the_tf2_15_stack():
     commands = [line for line in dry.stdout.splitlines() if not line.startswith("make[")]  # not make's own lines
     assert "make STACK=tf2.15 VENV=.venv-tf2.15 setup" in commands and "bash scripts/setup.sh" in commands, commands
     assert commands[-1] == ".venv-tf2.15/bin/python -m pytest -m fallback", commands
-    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("make")]
-    assert ci == ["make test", "make fallback-check"]
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("step ")]
+    assert ci == ["step make test", "step make fallback-check"]  # each within CI's time budget (test below)
 
 
 @pytest.mark.fallback
@@ -213,3 +215,23 @@ def test_setup_names_a_missing_build_tool_in_one_line(tmp_path):
         "[setup] error: missing cmake: on a cluster run e.g. 'module load openmpi cmake gcc' so that mpicc, cmake and "
         "g++ are on PATH (or install them as root: apt-get install libopenmpi-dev openmpi-bin cmake g++ patch)"]
     assert not (tmp_path / "venv").exists()
+
+
+def test_ci_interrupts_a_step_that_outruns_its_budget(tmp_path):
+    """.ci/run's steps share one time budget; a step that outruns it gets SIGINT (pytest's summary and slowest
+    tests then reach the log) and the run fails with 124 instead of being cut off by CI without output."""
+    script = (REPO / ".ci" / "run").read_text()
+    steps = [line for line in script.splitlines() if line.startswith("step ")]
+    probe = (f"step {sys.executable} -c 'import time\ntry: time.sleep(60)\n"
+             "except KeyboardInterrupt: print(\"interrupted-cleanly\"); raise SystemExit(2)'\n"  # as pytest does
+             "echo never-reached\n")
+    ci_dir = tmp_path / ".ci"
+    ci_dir.mkdir()
+    (ci_dir / "run").write_text(script.replace("\n".join(steps) + "\n", probe))
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(ci_dir / "run")], capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, CI_SECONDS="2"))
+    assert time.monotonic() - started < 30
+    assert result.returncode == 124, (result.stdout, result.stderr)
+    assert "interrupted-cleanly" in result.stdout and "never-reached" not in result.stdout
+    assert "ran out of the 2-second budget" in result.stderr
