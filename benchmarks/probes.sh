@@ -18,6 +18,7 @@ probe() {
 probe_steps() {
   local name=$1 updates=$2; shift 2
   local out=benchmarks/results/$PROBES/$name
+  if [ -f "$out/metrics.json" ]; then echo "$name: finished before, skipped"; return; fi  # resumable, like probe
   mkdir -p "$out"
   .venv/bin/python launchers/local.py --np 2 train --model cnn --seed 42 --batch-size 128 --steps $((2 * updates)) \
     --eval-every 0.25 --target-accuracy 0.9925 --precision auto --out "$out" "$@" > "$out/train.log" 2>&1

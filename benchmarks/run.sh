@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - the measurements behind benchmarks/RESULTS.md, run one after another on an idle machine.
 #   bash benchmarks/run.sh [GROUP ...]
-# groups: projection allreduce-check strong-accumulation stacks stack-recipes redesign-recipes plots tta-study tta-large-batch plain recipes peak baseline sweep strong allreduce slurm tta cnn-default cnn-seed cnn-default-bf16 bf16
+# groups: projection allreduce-check strong-accumulation strong-cycle stacks stack-recipes redesign-recipes plots tta-study tta-large-batch plain recipes peak baseline sweep strong allreduce slurm tta cnn-default cnn-seed cnn-default-bf16 bf16
 # Results (metrics.json / bench JSON) are copied to benchmarks/results/<name>.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -136,7 +136,8 @@ for group in "${groups[@]}"; do
       done ;;
     strong-accumulation)  # issue 19 part 6: 2 ranks vs plain tf.keras at global batch 256, interleaved: plain (and
       # 1 Horovod process) at 256, 2 ranks x 128, 2 ranks x 64 x K=2 (one all-reduce per 256 images, as plain), and
-      # 2 ranks x 128 with Horovod's cycle at 20 ms instead of the CPU ranks' 5 ms (fewer wake-ups on busy cores).
+      # 2 ranks x 128 with Horovod's cycle at 20 ms instead of the CPU ranks' 5 ms (fewer wake-ups on busy cores),
+      # and 2 ranks x 128 with the gradients all-reduced as fp16 (half the bytes of the 13.1 MB sum).
       # PRECISIONS: bf16 only where the CPU has it (avx512_bf16/AMX: --precision auto's choice), else hours of emulation
       for i in $(seq "$REPEATS"); do
         for precision in ${PRECISIONS:-fp32 bf16}; do
@@ -149,7 +150,20 @@ for group in "${groups[@]}"; do
             --out "$dir/np2-k2-$precision-$i.json" > /dev/null
           local2 bench throughput --model cnn --batch-size 128 --cycle-time-ms 20 --precision "$precision" \
             --out "$dir/np2-ct20-$precision-$i.json" > /dev/null
+          local2 bench throughput --model cnn --batch-size 128 --fp16-allreduce --precision "$precision" \
+            --out "$dir/np2-fp16ar-$precision-$i.json" > /dev/null
         done
+      done ;;
+    strong-cycle)  # issue 19 part 6, bf16 follow-up: Horovod's cycle at 1 ms, alone and with fp16 gradients, interleaved
+      # with plain tf.keras (bf16 only: needs avx512_bf16/AMX)
+      dir=$OUT/strong-accumulation
+      for i in $(seq "$REPEATS"); do
+        $PY -m mnist_hpc bench throughput --model cnn --batch-size 256 --precision bf16 --compare-plain \
+          --out "$dir/plain-ct1probe-bf16-$i.json" > /dev/null
+        local2 bench throughput --model cnn --batch-size 128 --cycle-time-ms 1 --precision bf16 \
+          --out "$dir/np2-ct1-bf16-$i.json" > /dev/null
+        local2 bench throughput --model cnn --batch-size 128 --cycle-time-ms 1 --fp16-allreduce --precision bf16 \
+          --out "$dir/np2-fp16ar-ct1-bf16-$i.json" > /dev/null
       done ;;
     *) echo "unknown group $group" >&2; exit 2 ;;
   esac

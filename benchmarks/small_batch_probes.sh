@@ -22,3 +22,4 @@ probe_steps s322-peak4e-3-aug1-b08 322 --lr 0.002 --warmup-epochs 0.3 --augment 
 probe_steps s322-peak4e-3-aug0-b08 322 --lr 0.002 --warmup-epochs 0.3 --augment 0 --adam-beta1 0.8
 probe_steps s322-peak6e-3-aug1-b08 322 --lr 0.003 --warmup-epochs 0.3 --augment 1 --adam-beta1 0.8
 probe_steps s322-peak4e-3-aug1-b07 322 --lr 0.002 --warmup-epochs 0.3 --augment 1 --adam-beta1 0.7
+probe_steps s322-peak4e-3-aug1-b08-w015 322 --lr 0.002 --warmup-epochs 0.15 --augment 1 --adam-beta1 0.8

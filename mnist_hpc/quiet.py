@@ -53,6 +53,9 @@ def harmless_patterns(gpu_device: bool) -> dict[str, re.Pattern[bytes]]:
         "CPU instructions (line 1)": _cpp_line(b"cpu_feature_guard.cc", rb"This TensorFlow binary is optimized to "),
         "CPU instructions (line 2)": re.compile(rb"To enable the following instructions: .*, in other operations, "
                                                 rb"rebuild TensorFlow with the appropriate compiler flags\.\s*$"),
+        # --fp16-allreduce casts the gradients to float16, which oneDNN leaves to Eigen without AVX512-FP16
+        "no oneDNN fp16 kernels": _cpp_line(b"util.cc", rb"oneDNN supports DT_HALF only on platforms with AVX-512\. "
+                                            rb"Falling back to the default Eigen-based implementation"),
     }
     if not gpu_device:
         patterns["cuInit without a GPU"] = _cpp_line(b"cuda_platform.cc", rb"failed call to cuInit: .*\(303\)\s*$")

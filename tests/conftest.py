@@ -28,6 +28,16 @@ def _mnist_dir() -> Path:
                        f"(looked in {[c for c in candidates if c]})")
 
 
+def pytest_configure(config):
+    """Commands the tests run in-process or as children find the data the same way as the fixtures
+    do: $MNIST_HPC_DATA, else ../shared/data/mnist (a plain `pytest` run, without the Makefile's export)."""
+    if not os.environ.get("MNIST_HPC_DATA"):
+        try:
+            os.environ["MNIST_HPC_DATA"] = str(_mnist_dir())
+        except RuntimeError:
+            pass  # the tests that need the data fail loudly through the mnist_dir fixture
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     return _mnist_dir()

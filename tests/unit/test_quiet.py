@@ -26,6 +26,9 @@ HARMLESS_LINES = [
     b"available CPU instructions in performance-critical operations.\n",
     b"To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 AVX_VNNI FMA, in other operations, "
     b"rebuild TensorFlow with the appropriate compiler flags.\n",
+    # each rank of a --fp16-allreduce run (TensorFlow 2.21 on an AVX-512 CPU without AVX512-FP16)
+    b"E0000 00:00:1796230283.065877   31530 util.cc:131] oneDNN supports DT_HALF only on platforms with AVX-512. "
+    b"Falling back to the default Eigen-based implementation if present.\n",
     # TensorFlow's own (non-absl) format of the same kind of line
     b"2025-09-17 14:44:05.157831: I external/local_xla/xla/tsl/cuda/cudart_stub.cc:32] Could not find cuda drivers "
     b"on your machine, GPU will not be used.\n",
