@@ -33,16 +33,21 @@ def test_train_simple_template(slurm_env, tmp_path):
     assert metrics["test_accuracy"] >= 0.91
 
 
-def test_train_cnn_template_runs_on_two_nodes(slurm_env, tmp_path):
-    """The README's quick start: render the job script with `mnist-hpc slurm render`, submit it with sbatch."""
-    script = tmp_path / "train_cnn.sbatch"
-    render = [sys.executable, "-m", "mnist_hpc", "slurm", "render", "train_cnn", "--time", "30"]
-    script.write_text(subprocess.run(render, capture_output=True, text=True, check=True, timeout=60).stdout)
+def cnn_job_trains_on_two_nodes(script, slurm_env, tmp_path) -> None:
+    """Submit a rendered train_cnn script with a short budget: it completes with one rank on each node."""
     job = sbatch(script, slurm_env, tmp_path, MNIST_HPC_ARGS="--steps 200")
     assert wait_for(job, slurm_env) == "COMPLETED", (tmp_path / f"slurm-mnist-cnn-{job}.out").read_text()
     metrics = metrics_of(tmp_path / "runs" / f"mnist-cnn-{job}")
     assert metrics["world_size"] == 2 and sorted(metrics["hosts"]) == ["node1", "node2"]
     assert metrics["test_accuracy"] >= 0.9
+
+
+def test_train_cnn_template_runs_on_two_nodes(slurm_env, tmp_path):
+    """The README's quick start: render the job script with `mnist-hpc slurm render`, submit it with sbatch."""
+    script = tmp_path / "train_cnn.sbatch"
+    render = [sys.executable, "-m", "mnist_hpc", "slurm", "render", "train_cnn", "--time", "30"]
+    script.write_text(subprocess.run(render, capture_output=True, text=True, check=True, timeout=60).stdout)
+    cnn_job_trains_on_two_nodes(script, slurm_env, tmp_path)
 
 
 def test_a_job_rendered_from_the_generic_site_profile_trains_on_two_nodes(slurm_env, tmp_path):
@@ -55,11 +60,7 @@ def test_a_job_rendered_from_the_generic_site_profile_trains_on_two_nodes(slurm_
     assert "#SBATCH --time=01:00:00\n" in rendered and "\nexport TF_CPP_MIN_LOG_LEVEL=2\n" in rendered
     script = tmp_path / "cnn.sbatch"
     script.write_text(rendered)
-    job = sbatch(script, slurm_env, tmp_path, MNIST_HPC_ARGS="--steps 200")
-    assert wait_for(job, slurm_env) == "COMPLETED", (tmp_path / f"slurm-mnist-cnn-{job}.out").read_text()
-    metrics = metrics_of(tmp_path / "runs" / f"mnist-cnn-{job}")
-    assert metrics["world_size"] == 2 and sorted(metrics["hosts"]) == ["node1", "node2"]
-    assert metrics["test_accuracy"] >= 0.9
+    cnn_job_trains_on_two_nodes(script, slurm_env, tmp_path)
 
 
 def test_signal_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
